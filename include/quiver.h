@@ -1,0 +1,313 @@
+/* quiver.h: the embeddable C API of Quiver, a vector database.
+ *
+ * A database is a directory. Open it with qv_open(), create collections in it,
+ * upsert points (an id, a float32 vector and a JSON payload) and search them.
+ * Every function that can fail returns a qv_rc and fills an optional qv_err
+ * with a message naming the offending value and what was expected.
+ *
+ * Threads: a qv_db and its collections may be used from any number of threads
+ * at once. Searches run in parallel with writes and with background index
+ * builds; each search sees one consistent snapshot of the collection.
+ *
+ * Durability: a write function that returns QV_OK has put the write in a
+ * checksummed write-ahead log and fsynced it; it survives kill -9 and power
+ * loss. Concurrent writers share fsyncs (group commit).
+ *
+ * Scores follow Qdrant's convention: Cosine and Dot return a similarity
+ * (higher is better, results sorted descending); Euclid and Manhattan return a
+ * distance (lower is better, sorted ascending). */
+#ifndef QUIVER_H
+#define QUIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QV_VERSION_MAJOR 0
+#define QV_VERSION_MINOR 1
+#define QV_VERSION_PATCH 0
+#define QV_VERSION_STRING "0.1.0"
+
+#if defined(QV_BUILDING_LIBRARY)
+#define QV_API __attribute__((visibility("default")))
+#else
+#define QV_API
+#endif
+
+/* ---- errors ------------------------------------------------------------ */
+
+typedef enum qv_rc {
+  QV_OK = 0,
+  QV_EINVAL,    /* the caller passed something malformed */
+  QV_EDIM,      /* vector length differs from the collection's */
+  QV_ENOTFOUND, /* no such collection or point */
+  QV_EEXIST,    /* a collection of that name exists already */
+  QV_ENOMEM,    /* an allocation failed */
+  QV_EIO,       /* the operating system refused a read, write or fsync */
+  QV_EBUSY,     /* another process holds the data directory */
+  QV_ECORRUPT,  /* stored bytes failed a check; they are never trusted */
+  QV_ECLOSED,   /* the object refuses work after an earlier fatal error */
+} qv_rc;
+
+typedef struct qv_err {
+  qv_rc rc;
+  char msg[256];
+} qv_err;
+
+/* A static, human-readable name for `rc` ("QV_EDIM"). */
+QV_API const char *qv_rc_name(qv_rc rc);
+
+/* ---- logging ------------------------------------------------------------ */
+
+typedef enum qv_log_level {
+  QV_LOG_DEBUG = 0,
+  QV_LOG_INFO,
+  QV_LOG_WARN,
+  QV_LOG_ERROR,
+} qv_log_level;
+
+/* The library is silent until a host installs a log callback. `subsystem` is
+ * a short tag ("wal", "optimizer"). The callback may be called from any
+ * thread and must not call back into Quiver. Pass NULL to silence again. */
+typedef void (*qv_log_fn)(void *ctx, qv_log_level level, const char *subsystem,
+                          const char *msg);
+QV_API void qv_set_log(qv_log_fn fn, void *ctx, qv_log_level min_level);
+
+/* ---- ids, points, configuration ---------------------------------------- */
+
+/* A point id is an unsigned 64-bit integer or a UUID, as in Qdrant. Integer
+ * ids sort before UUIDs; integers by value, UUIDs by their 16 bytes. */
+typedef struct qv_point_id {
+  uint64_t num;     /* the id when !is_uuid */
+  uint8_t uuid[16]; /* the id when is_uuid, in RFC 4122 byte order */
+  bool is_uuid;
+} qv_point_id;
+
+QV_API qv_point_id qv_id_num(uint64_t num);
+/* Parses any common UUID form (hyphenated, 32 hex digits, braced, urn:uuid:).
+ * Errors: QV_EINVAL when `text` is not a UUID. */
+QV_API qv_rc qv_id_parse_uuid(const char *text, qv_point_id *out, qv_err *err);
+/* Writes the canonical lowercase hyphenated form (37 bytes with the NUL) or the
+ * decimal integer; returns `buf`. */
+QV_API char *qv_id_format(const qv_point_id *id, char buf[40]);
+/* <0, 0, >0 in scroll order. */
+QV_API int qv_id_cmp(const qv_point_id *a, const qv_point_id *b);
+
+typedef enum qv_distance {
+  QV_COSINE = 0,
+  QV_DOT,
+  QV_EUCLID,
+  QV_MANHATTAN,
+} qv_distance;
+
+/* "Cosine", "Dot", "Euclid", "Manhattan"; parsing ignores case. */
+QV_API const char *qv_distance_name(qv_distance d);
+QV_API qv_rc qv_distance_parse(const char *name, qv_distance *out, qv_err *err);
+
+#define QV_DIM_MAX 65535u
+#define QV_NAME_MAX 255u
+
+typedef struct qv_collection_config {
+  uint32_t dim;          /* 1..65535, required */
+  qv_distance distance;  /* default QV_COSINE */
+  uint32_t hnsw_m;       /* graph degree, 4..128, default 16 */
+  uint32_t hnsw_ef_construct; /* build beam, 8..4096, default 100 */
+  uint32_t shard_number; /* 1..1024, default 1 */
+  /* The optimizer seals the mutable segment and builds its graph when it
+   * holds this many points (default 200,000). */
+  uint32_t segment_max_points;
+  /* Segments smaller than this are searched exactly (default 10,000). */
+  uint32_t full_scan_threshold;
+} qv_collection_config;
+
+/* Fills `c` with the defaults; dim stays 0 and must be set. */
+QV_API void qv_collection_config_init(qv_collection_config *c);
+
+typedef struct qv_open_opts {
+  bool create;                /* create the directory if missing (default true) */
+  uint32_t optimizer_threads; /* index build threads; 0 = number of CPUs */
+  bool background_optimizer;  /* seal and index segments automatically
+                               * (default true; false: only on
+                               * qv_collection_optimize) */
+} qv_open_opts;
+
+QV_API void qv_open_opts_init(qv_open_opts *o);
+
+/* A point to write. The library copies everything it keeps; the caller keeps
+ * ownership of `vector` and `payload`. `payload` is a JSON object as text
+ * (NULL or "" means {}); it is stored and returned verbatim. */
+typedef struct qv_point {
+  qv_point_id id;
+  const float *vector; /* dim floats */
+  const char *payload;
+  size_t payload_len;  /* bytes of payload; 0 with non-NULL payload = strlen */
+} qv_point;
+
+/* A point read back. Owned by the qv_records that holds it. */
+typedef struct qv_record {
+  qv_point_id id;
+  const float *vector; /* dim floats, NULL unless requested */
+  const char *payload; /* NUL-terminated JSON, NULL unless requested */
+  size_t payload_len;
+} qv_record;
+
+typedef struct qv_records {
+  qv_record *items;
+  size_t n;
+  void *priv_;
+} qv_records;
+
+/* Releases what a get or scroll returned. Accepts NULL and empty records. */
+QV_API void qv_records_free(qv_records *r);
+
+/* ---- database ------------------------------------------------------------ */
+
+typedef struct qv_db qv_db;
+typedef struct qv_collection qv_collection;
+
+/* Opens the database directory `path` (opts may be NULL for defaults),
+ * recovering every collection from its manifest and write-ahead log.
+ * On QV_OK, *out is a handle the caller owns; release it with qv_close().
+ * Errors: QV_EIO (cannot create or read `path`), QV_EBUSY (another process
+ * holds it), QV_ECORRUPT (a collection's stored state fails a check; the
+ * message names the file). */
+QV_API qv_rc qv_open(const char *path, const qv_open_opts *opts, qv_db **out,
+                     qv_err *err);
+
+/* Stops background work, waits for running index builds to finish or abandon,
+ * and releases everything. Every acknowledged write is already durable.
+ * Collection handles from this db become invalid. Accepts NULL. */
+QV_API void qv_close(qv_db *db);
+
+/* Creates collection `name` (1..255 bytes of letters, digits, '_', '-', '.',
+ * not "." or ".."). On QV_OK the collection exists durably.
+ * Errors: QV_EINVAL (bad name or config), QV_EEXIST, QV_EIO. */
+QV_API qv_rc qv_collection_create(qv_db *db, const char *name,
+                                  const qv_collection_config *cfg,
+                                  qv_err *err);
+
+/* Drops collection `name` and its files. Handles to it become invalid once
+ * every borrower has released them (qv_collection_release).
+ * Errors: QV_ENOTFOUND, QV_EIO. */
+QV_API qv_rc qv_collection_drop(qv_db *db, const char *name, qv_err *err);
+
+/* Looks up a collection. On QV_OK *out is a counted reference: release it
+ * with qv_collection_release(). Errors: QV_ENOTFOUND, QV_EINVAL. */
+QV_API qv_rc qv_collection_get(qv_db *db, const char *name,
+                               qv_collection **out, qv_err *err);
+QV_API void qv_collection_release(qv_collection *c);
+
+/* Fills `names` (caller frees each string and the array with free()) with
+ * the collection names in byte order. */
+QV_API qv_rc qv_collection_list(qv_db *db, char ***names, size_t *n,
+                                qv_err *err);
+
+typedef struct qv_collection_info {
+  qv_collection_config config;
+  uint64_t points_count;          /* live points */
+  uint64_t indexed_vectors_count; /* live points in segments with a graph */
+  uint32_t segments_count;        /* sealed + mutable, over all shards */
+  uint32_t pending_builds;        /* segments waiting for or in index build */
+  uint64_t vector_bytes;          /* resident bytes of vectors */
+  uint64_t graph_bytes;           /* resident bytes of HNSW graphs */
+  uint64_t payload_bytes;         /* bytes of stored payloads */
+  uint64_t wal_bytes;             /* bytes of write-ahead log on disk */
+  double build_seconds;           /* wall time of the graph builds of the
+                                   * live sealed segments */
+  const char *isa;                /* distance kernels in use ("avx512") */
+  bool is_failed;                 /* a fatal I/O error closed the collection */
+} qv_collection_info;
+
+QV_API qv_rc qv_collection_info_get(qv_collection *c, qv_collection_info *out,
+                                    qv_err *err);
+QV_API const char *qv_collection_name(const qv_collection *c);
+
+/* ---- writes ------------------------------------------------------------- */
+
+/* Inserts or replaces `n` points (an id written twice in one call: the last
+ * wins). Cosine vectors are normalised before they are stored. Validates
+ * every point before writing any: on error nothing is written.
+ * Errors: QV_EDIM (wrong vector length), QV_EINVAL (NaN or infinite
+ * component, payload not a JSON object, NULL vector), QV_EIO and QV_ECLOSED
+ * (the log could not be made durable; the collection refuses further writes
+ * until reopened). */
+QV_API qv_rc qv_upsert(qv_collection *c, const qv_point *points, size_t n,
+                       qv_err *err);
+
+/* Deletes the points with these ids; ids that do not exist are ignored.
+ * *n_deleted (may be NULL) receives how many existed. */
+QV_API qv_rc qv_delete(qv_collection *c, const qv_point_id *ids, size_t n,
+                       size_t *n_deleted, qv_err *err);
+
+/* ---- reads -------------------------------------------------------------- */
+
+/* Fetches the points with these ids, in the order asked; ids not found are
+ * skipped. Vectors and payloads are included when asked for. */
+QV_API qv_rc qv_get(qv_collection *c, const qv_point_id *ids, size_t n,
+                    bool with_vector, bool with_payload, qv_records *out,
+                    qv_err *err);
+
+QV_API qv_rc qv_count(qv_collection *c, uint64_t *out, qv_err *err);
+
+/* Returns up to `limit` points in id order starting at `start` (inclusive;
+ * NULL = the first). *has_next says whether more follow; then *next is the id
+ * to pass as `start` to continue (a resumable cursor, stable across writes). */
+QV_API qv_rc qv_scroll(qv_collection *c, const qv_point_id *start,
+                       size_t limit, bool with_vector, bool with_payload,
+                       qv_records *out, qv_point_id *next, bool *has_next,
+                       qv_err *err);
+
+/* ---- search ------------------------------------------------------------- */
+
+typedef struct qv_hit {
+  qv_point_id id;
+  float score; /* Qdrant's convention, see the top of this file */
+} qv_hit;
+
+typedef struct qv_search_params {
+  uint32_t k;            /* results wanted, >= 1 (default 10) */
+  uint32_t offset;       /* best results skipped first (default 0) */
+  uint32_t ef;           /* HNSW beam; 0 = max(k + offset, 64) */
+  bool exact;            /* brute force over every point */
+  bool has_score_threshold;
+  float score_threshold; /* Cosine/Dot: keep score > t; Euclid/Manhattan:
+                            keep distance < t */
+  /* An optional allow-set: when allow_ids is non-NULL, only points with one
+   * of these n_allow ids may be returned (n_allow 0: none). The search still
+   * returns k results whenever at least k allowed points exist. */
+  const qv_point_id *allow_ids;
+  size_t n_allow;
+} qv_search_params;
+
+QV_API void qv_search_params_init(qv_search_params *p);
+
+/* Finds the nearest points to `query` (dim floats). `hits` must hold
+ * params->k entries; *n_hits receives how many were found (fewer than k only
+ * when fewer points qualify). Errors: QV_EDIM, QV_EINVAL (NaN in the query,
+ * k == 0). */
+QV_API qv_rc qv_search(qv_collection *c, const float *query,
+                       const qv_search_params *params, qv_hit *hits,
+                       size_t *n_hits, qv_err *err);
+
+/* Runs `n` searches (queries are n * dim floats, row after row) with the same
+ * params. hits holds n * params->k entries, query i's at i * k; n_hits[i] says
+ * how many each found. */
+QV_API qv_rc qv_search_batch(qv_collection *c, const float *queries, size_t n,
+                             const qv_search_params *params, qv_hit *hits,
+                             size_t *n_hits, qv_err *err);
+
+/* ---- maintenance --------------------------------------------------------- */
+
+/* Seals the mutable segments and builds every pending index now, returning
+ * when the collection is fully indexed and durable (used by importers).
+ * Errors: QV_EIO, QV_ENOMEM, QV_ECLOSED. */
+QV_API qv_rc qv_collection_optimize(qv_collection *c, qv_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUIVER_H */
