@@ -142,7 +142,8 @@ QV_API void qv_open_opts_init(qv_open_opts *o);
  * (NULL or "" means {}); it is stored and returned verbatim. */
 typedef struct qv_point {
   qv_point_id id;
-  const float *vector; /* dim floats */
+  const float *vector; /* `dim` floats */
+  uint32_t dim;        /* length of vector; must equal the collection's */
   const char *payload;
   size_t payload_len;  /* bytes of payload; 0 with non-NULL payload = strlen */
 } qv_point;
@@ -285,19 +286,20 @@ typedef struct qv_search_params {
 
 QV_API void qv_search_params_init(qv_search_params *p);
 
-/* Finds the nearest points to `query` (dim floats). `hits` must hold
+/* Finds the nearest points to `query` (`dim` floats, which must equal the
+ * collection's dimension). `hits` must hold
  * params->k entries; *n_hits receives how many were found (fewer than k only
  * when fewer points qualify). Errors: QV_EDIM, QV_EINVAL (NaN in the query,
  * k == 0). */
-QV_API qv_rc qv_search(qv_collection *c, const float *query,
+QV_API qv_rc qv_search(qv_collection *c, const float *query, size_t dim,
                        const qv_search_params *params, qv_hit *hits,
                        size_t *n_hits, qv_err *err);
 
-/* Runs `n` searches (queries are n * dim floats, row after row) with the same
- * params. hits holds n * params->k entries, query i's at i * k; n_hits[i] says
+/* Runs `n` searches (queries are n * dim floats, row after row; `dim` must
+ * equal the collection's) with the same params. hits holds n * params->k entries, query i's at i * k; n_hits[i] says
  * how many each found. */
 QV_API qv_rc qv_search_batch(qv_collection *c, const float *queries, size_t n,
-                             const qv_search_params *params, qv_hit *hits,
+                             size_t dim, const qv_search_params *params, qv_hit *hits,
                              size_t *n_hits, qv_err *err);
 
 /* ---- maintenance --------------------------------------------------------- */

@@ -1,0 +1,144 @@
+/* config.c: collection configuration — defaults, validation, and its
+ * config.json (written atomically; read back with every field checked). */
+#include <jansson.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/alloc.h"
+#include "base/err.h"
+#include "base/fileio.h"
+#include "engine/engine.h"
+#include "index/hnsw.h"
+
+#define SEGMENT_MAX_POINTS_DEFAULT 200000u
+#define FULL_SCAN_THRESHOLD_DEFAULT 10000u
+#define SHARDS_MAX 1024u
+
+void qv_collection_config_init(qv_collection_config *c) {
+  memset(c, 0, sizeof *c);
+  c->distance = QV_COSINE;
+  c->hnsw_m = HNSW_M_DEFAULT;
+  c->hnsw_ef_construct = HNSW_EF_CONSTRUCT_DEFAULT;
+  c->shard_number = 1;
+  c->segment_max_points = SEGMENT_MAX_POINTS_DEFAULT;
+  c->full_scan_threshold = FULL_SCAN_THRESHOLD_DEFAULT;
+}
+
+static const char *dist_names[] = {"Cosine", "Dot", "Euclid", "Manhattan"};
+
+const char *qv_distance_name(qv_distance d) {
+  return (unsigned)d < 4 ? dist_names[d] : "?";
+}
+
+qv_rc qv_distance_parse(const char *name, qv_distance *out, qv_err *err) {
+  for (int i = 0; i < 4; i++)
+    if (name != NULL && strcasecmp(name, dist_names[i]) == 0) {
+      *out = (qv_distance)i;
+      return QV_OK;
+    }
+  return qv_err_set(err, QV_EINVAL,
+                    "distance \"%.40s\": expected Cosine, Dot, Euclid or Manhattan",
+                    name ? name : "(null)");
+}
+
+qv_rc config_validate(const qv_collection_config *c, qv_err *err) {
+  if (c->dim < 1 || c->dim > QV_DIM_MAX)
+    return qv_err_set(err, QV_EINVAL, "vector size %u: expected 1..%u", c->dim, QV_DIM_MAX);
+  if ((unsigned)c->distance > QV_MANHATTAN)
+    return qv_err_set(err, QV_EINVAL, "distance %d: unknown", (int)c->distance);
+  if (c->hnsw_m < HNSW_M_MIN || c->hnsw_m > HNSW_M_MAX)
+    return qv_err_set(err, QV_EINVAL, "hnsw m %u: expected %u..%u", c->hnsw_m,
+                      HNSW_M_MIN, HNSW_M_MAX);
+  if (c->hnsw_ef_construct < HNSW_EF_CONSTRUCT_MIN ||
+      c->hnsw_ef_construct > HNSW_EF_CONSTRUCT_MAX)
+    return qv_err_set(err, QV_EINVAL, "hnsw ef_construct %u: expected %u..%u",
+                      c->hnsw_ef_construct, HNSW_EF_CONSTRUCT_MIN,
+                      HNSW_EF_CONSTRUCT_MAX);
+  if (c->shard_number < 1 || c->shard_number > SHARDS_MAX)
+    return qv_err_set(err, QV_EINVAL, "shard_number %u: expected 1..%u",
+                      c->shard_number, SHARDS_MAX);
+  if (c->segment_max_points < 16)
+    return qv_err_set(err, QV_EINVAL, "segment_max_points %u: expected >= 16",
+                      c->segment_max_points);
+  return QV_OK;
+}
+
+qv_rc name_validate(const char *name, qv_err *err) {
+  size_t n = name ? strlen(name) : 0;
+  if (n == 0 || n > QV_NAME_MAX)
+    return qv_err_set(err, QV_EINVAL, "collection name of %zu bytes: expected 1..%u",
+                      n, QV_NAME_MAX);
+  if (!strcmp(name, ".") || !strcmp(name, ".."))
+    return qv_err_set(err, QV_EINVAL, "collection name \"%s\" is reserved", name);
+  for (size_t i = 0; i < n; i++) {
+    char ch = name[i];
+    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+             (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' || ch == '.';
+    if (!ok)
+      return qv_err_set(err, QV_EINVAL,
+                        "collection name \"%.60s\": character %zu (0x%02x) is not a "
+                        "letter, digit, '_', '-' or '.'",
+                        name, i, (unsigned char)ch);
+  }
+  return QV_OK;
+}
+
+qv_rc config_write(const char *path, const qv_collection_config *c, qv_err *err) {
+  json_t *o = json_pack("{s:i, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "format", 1,
+                        "dim", (json_int_t)c->dim, "distance",
+                        qv_distance_name(c->distance), "hnsw_m",
+                        (json_int_t)c->hnsw_m, "hnsw_ef_construct",
+                        (json_int_t)c->hnsw_ef_construct, "shard_number",
+                        (json_int_t)c->shard_number, "segment_max_points",
+                        (json_int_t)c->segment_max_points, "full_scan_threshold",
+                        (json_int_t)c->full_scan_threshold);
+  char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+  json_decref(o);
+  if (text == NULL) return qv_err_set(err, QV_ENOMEM, "config %s: no memory", path);
+  qv_rc rc = fileio_write_atomic(path, text, strlen(text), err);
+  free(text);
+  return rc;
+}
+
+qv_rc config_read(const char *path, qv_collection_config *c, qv_err *err) {
+  char *text;
+  size_t n;
+  qv_rc rc = fileio_read_file(path, &text, &n, err);
+  if (rc == QV_ENOTFOUND) return QV_CORRUPT(err, "%s is missing", path);
+  if (rc != QV_OK) return rc;
+  json_error_t je;
+  json_t *o = json_loadb(text, n, 0, &je);
+  qv_free(text);
+  if (o == NULL) return QV_CORRUPT(err, "%s: %s (line %d)", path, je.text, je.line);
+  json_int_t format, dim, m, efc, shards, segmax, fst;
+  const char *dist;
+  qv_collection_config cfg;
+  qv_collection_config_init(&cfg);
+  if (json_unpack_ex(o, &je, JSON_STRICT, "{s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}",
+                     "format", &format, "dim", &dim, "distance", &dist, "hnsw_m",
+                     &m, "hnsw_ef_construct", &efc, "shard_number", &shards,
+                     "segment_max_points", &segmax, "full_scan_threshold",
+                     &fst) != 0) {
+    rc = QV_CORRUPT(err, "%s: %s", path, je.text);
+  } else if (format != 1) {
+    rc = QV_CORRUPT(err, "%s: format %lld, expected 1", path, (long long)format);
+  } else if (qv_distance_parse(dist, &cfg.distance, err) != QV_OK) {
+    rc = QV_CORRUPT(err, "%s: %s", path, err ? err->msg : "bad distance");
+  } else if (dim < 0 || dim > QV_DIM_MAX || m < 0 || m > 100000 || efc < 0 ||
+             efc > 100000 || shards < 0 || shards > 100000 || segmax < 0 ||
+             segmax > UINT32_MAX || fst < 0 || fst > UINT32_MAX) {
+    rc = QV_CORRUPT(err, "%s: a value is out of range", path);
+  } else {
+    cfg.dim = (uint32_t)dim;
+    cfg.hnsw_m = (uint32_t)m;
+    cfg.hnsw_ef_construct = (uint32_t)efc;
+    cfg.shard_number = (uint32_t)shards;
+    cfg.segment_max_points = (uint32_t)segmax;
+    cfg.full_scan_threshold = (uint32_t)fst;
+    if (config_validate(&cfg, err) != QV_OK)
+      rc = QV_CORRUPT(err, "%s: %s", path, err ? err->msg : "invalid");
+  }
+  json_decref(o);
+  if (rc == QV_OK) *c = cfg;
+  return rc;
+}

@@ -1,0 +1,55 @@
+/* engine.h: the structures behind the public handles, shared by db.c,
+ * collection.c and config.c. */
+#ifndef QV_ENGINE_ENGINE_H
+#define QV_ENGINE_ENGINE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "engine/shard.h"
+#include "quiver.h"
+
+struct qv_collection {
+  qv_db *db;
+  char *name;
+  char *dir;
+  qv_collection_config cfg;
+  vec_metric metric;
+  shard **shards;
+  uint32_t n_shards;
+  int refs;     /* the registry's one plus one per borrower */
+  bool dropped; /* files are removed when the last reference goes */
+};
+
+struct qv_db {
+  char *path;
+  int lock_fd;
+  qv_open_opts opts;
+  uint32_t n_threads;
+  pthread_mutex_t mu; /* guards the registry and `stop` */
+  pthread_cond_t cv;  /* wakes the optimizer */
+  qv_collection **colls;
+  size_t n_colls;
+  bool stop;
+  bool has_thread;
+  pthread_t optimizer;
+  uint64_t trash_seq;
+};
+
+/* config.c */
+qv_rc config_validate(const qv_collection_config *c, qv_err *err);
+qv_rc config_write(const char *path, const qv_collection_config *c, qv_err *err);
+qv_rc config_read(const char *path, qv_collection_config *c, qv_err *err);
+qv_rc name_validate(const char *name, qv_err *err);
+
+/* collection.c */
+qv_rc collection_open(qv_db *db, const char *name, qv_collection **out,
+                      qv_err *err);
+void collection_unref(qv_collection *c);
+
+/* optimizer.c */
+qv_rc optimizer_start(qv_db *db, qv_err *err);
+void optimizer_stop(qv_db *db);
+void optimizer_wake(qv_db *db);
+
+#endif

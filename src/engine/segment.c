@@ -1,0 +1,194 @@
+/* segment.c: segment memory — reservation, appends, opening sealed files,
+ * reference counting; see segment.h for the life cycle and visibility rule. */
+#include "engine/segment.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "base/alloc.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "engine/id.h"
+
+/* Anonymous, lazily committed reservation. */
+static void *reserve(size_t n) {
+  if (n == 0) n = 1;
+  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static void release(const void *p, size_t n) {
+  if (p != NULL) munmap((void *)p, n ? n : 1);
+}
+
+static size_t vec_bytes(const segment *s) {
+  return (size_t)s->cap * s->dim * sizeof(float);
+}
+
+qv_rc segment_new_mutable(uint32_t dim, uint32_t cap, uint64_t first_lsn,
+                          segment **out, qv_err *err) {
+  segment *s = qv_calloc(1, sizeof *s);
+  if (s == NULL) return qv_err_set(err, QV_ENOMEM, "segment: no memory");
+  s->state = SEG_MUTABLE;
+  s->dim = dim;
+  s->cap = cap;
+  s->refs = 1;
+  s->first_lsn = first_lsn;
+  s->vecs = reserve(vec_bytes(s));
+  s->ids = reserve((size_t)cap * sizeof(qv_point_id));
+  s->ins_lsn = reserve((size_t)cap * 8);
+  s->del_lsn = reserve((size_t)cap * 8);
+  s->payloads = reserve((size_t)cap * sizeof(char *));
+  s->payload_lens = reserve((size_t)cap * 4);
+  if (!s->vecs || !s->ids || !s->ins_lsn || !s->del_lsn || !s->payloads ||
+      !s->payload_lens) {
+    segment_unref(s);
+    return qv_err_set(err, QV_ENOMEM, "segment: cannot reserve %u rows of %u floats",
+                      cap, dim);
+  }
+  *out = s;
+  return QV_OK;
+}
+
+qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, uint32_t dim,
+                          vec_metric metric, segment **out, qv_err *err) {
+  char path[PATH_MAX];
+  segment *s = qv_calloc(1, sizeof *s);
+  if (s == NULL) return qv_err_set(err, QV_ENOMEM, "segment: no memory");
+  s->state = SEG_SEALED;
+  s->seg_id = seg_id;
+  s->dim = dim;
+  s->refs = 1;
+  s->dir = qv_strdup(dir);
+  segfile_data d;
+  snprintf(path, sizeof path, "%s/segment.qvs", dir);
+  qv_rc rc = s->dir ? segfile_open(path, dim, &s->map, &d, err)
+                    : qv_err_set(err, QV_ENOMEM, "segment: no memory");
+  if (rc != QV_OK) goto fail;
+  s->cap = s->n_rows = d.n_rows;
+  s->vecs = d.vecs;
+  s->ids = d.ids;
+  s->ins_lsn = d.lsns;
+  s->payload_off = d.payload_off;
+  s->payload_blob = d.payload_blob;
+  s->first_lsn = d.first_lsn;
+  s->end_lsn = d.end_lsn;
+  s->build_seconds = d.build_seconds;
+  s->n_tombs = s->cap_tombs = d.n_tombs;
+  if (d.n_tombs) {
+    s->tombs = qv_malloc((size_t)d.n_tombs * sizeof *s->tombs);
+    if (s->tombs == NULL) {
+      rc = qv_err_set(err, QV_ENOMEM, "segment %s: no memory", dir);
+      goto fail;
+    }
+    memcpy(s->tombs, d.tombs, (size_t)d.n_tombs * sizeof *s->tombs);
+  }
+  s->del_lsn = qv_malloc((size_t)d.n_rows * 8 + 8);
+  if (s->del_lsn == NULL) {
+    rc = qv_err_set(err, QV_ENOMEM, "segment %s: no memory", dir);
+    goto fail;
+  }
+  for (uint32_t i = 0; i < d.n_rows; i++) s->del_lsn[i] = LSN_LIVE;
+  if (d.n_rows > 0) {
+    snprintf(path, sizeof path, "%s/graph.qvh", dir);
+    rc = hnsw_load(path, d.vecs, d.n_rows, dim, metric, &s->graph, err);
+    if (rc != QV_OK) goto fail;
+  }
+  *out = s;
+  return QV_OK;
+fail:
+  segment_unref(s);
+  return rc;
+}
+
+void segment_ref(segment *s) { __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED); }
+
+void segment_unref(segment *s) {
+  if (s == NULL || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  if (s->state == SEG_SEALED) {
+    hnsw_free(s->graph);
+    fileio_unmap(&s->map);
+    qv_free(s->del_lsn);
+    if (s->remove_on_free && s->dir != NULL) {
+      qv_err e;
+      if (fileio_remove_tree(s->dir, &e) != QV_OK)
+        qv_log(QV_LOG_WARN, "segment", "remove %s: %s", s->dir, e.msg);
+    }
+  } else {
+    uint32_t n = s->n_rows;
+    if (s->payloads)
+      for (uint32_t i = 0; i < n; i++) qv_free(s->payloads[i]);
+    release(s->vecs, vec_bytes(s));
+    release(s->ids, (size_t)s->cap * sizeof(qv_point_id));
+    release(s->ins_lsn, (size_t)s->cap * 8);
+    release(s->del_lsn, (size_t)s->cap * 8);
+    release(s->payloads, (size_t)s->cap * sizeof(char *));
+    release(s->payload_lens, (size_t)s->cap * 4);
+  }
+  qv_free(s->tombs);
+  qv_free(s->dir);
+  qv_free(s);
+}
+
+qv_rc segment_append(segment *s, const qv_point_id *id, const float *vec,
+                     const char *payload, uint32_t payload_len, uint64_t lsn,
+                     uint32_t *row) {
+  uint32_t r = s->n_rows;
+  char *pl = NULL;
+  if (payload_len > 0) {
+    pl = qv_strndup(payload, payload_len);
+    if (pl == NULL) return QV_ENOMEM;
+  }
+  memcpy((float *)s->vecs + (size_t)r * s->dim, vec, (size_t)s->dim * sizeof(float));
+  ((qv_point_id *)s->ids)[r] = id_clean(id);
+  ((uint64_t *)s->ins_lsn)[r] = lsn;
+  s->del_lsn[r] = LSN_LIVE;
+  s->payloads[r] = pl;
+  s->payload_lens[r] = payload_len;
+  __atomic_store_n(&s->n_rows, r + 1, __ATOMIC_RELEASE);
+  *row = r;
+  return QV_OK;
+}
+
+qv_rc segment_add_tomb(segment *s, const qv_point_id *id, uint64_t lsn) {
+  if (s->n_tombs == s->cap_tombs) {
+    uint32_t ncap = s->cap_tombs ? s->cap_tombs * 2 : 64;
+    segfile_tomb *t = qv_realloc(s->tombs, (size_t)ncap * sizeof *t);
+    if (t == NULL) return QV_ENOMEM;
+    s->tombs = t;
+    s->cap_tombs = ncap;
+  }
+  s->tombs[s->n_tombs].id = id_clean(id);
+  s->tombs[s->n_tombs].lsn = lsn;
+  s->n_tombs++;
+  return QV_OK;
+}
+
+void segment_kill(segment *s, uint32_t row, uint64_t lsn) {
+  __atomic_store_n(&s->del_lsn[row], lsn, __ATOMIC_RELEASE);
+  __atomic_add_fetch(&s->n_dead, 1, __ATOMIC_RELAXED);
+}
+
+const char *segment_payload(const segment *s, uint32_t row, uint32_t *len) {
+  if (s->state == SEG_SEALED) {
+    *len = (uint32_t)(s->payload_off[row + 1] - s->payload_off[row]);
+    return s->payload_blob + s->payload_off[row];
+  }
+  *len = s->payload_lens[row];
+  return s->payloads[row];
+}
+
+uint64_t segment_vector_bytes(const segment *s) {
+  return (uint64_t)segment_rows(s) * s->dim * sizeof(float);
+}
+
+uint64_t segment_payload_bytes(const segment *s) {
+  if (s->state == SEG_SEALED) return s->payload_off[s->n_rows];
+  uint64_t b = 0;
+  uint32_t n = segment_rows(s);
+  for (uint32_t i = 0; i < n; i++) b += s->payload_lens[i];
+  return b;
+}

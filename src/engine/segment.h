@@ -1,0 +1,111 @@
+/* segment.h: a segment — a run of rows of one shard.
+ *
+ * Life cycle:
+ *
+ *   MUTABLE --shard_freeze()--> FROZEN --optimizer builds--> (replaced by) SEALED
+ *   SEALED(s) --optimizer merges--> (replaced by) SEALED
+ *
+ * A MUTABLE segment takes appends (under the shard's write lock) into flat
+ * arrays reserved up front with anonymous mappings, so rows never move and
+ * readers scan them without locks. A FROZEN one takes no more rows and is
+ * searched exactly until its replacement is built. A SEALED segment lives in
+ * a file (segfile) mapped read-only, with an HNSW graph.
+ *
+ * Visibility (MVCC): each row has the LSN of the write that created it
+ * (ins_lsn) and of the write that replaced or deleted it (del_lsn, UINT64_MAX
+ * while live). A reader with snapshot LSN s sees a row iff
+ * ins_lsn <= s < del_lsn. del_lsn is the only field that changes after a row
+ * is published; it is written once, atomically, under the shard's write lock.
+ *
+ * Segments are reference counted: the shard's segment list holds one
+ * reference and every reader of that list holds the list. */
+#ifndef QV_ENGINE_SEGMENT_H
+#define QV_ENGINE_SEGMENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/fileio.h"
+#include "index/hnsw.h"
+#include "quiver.h"
+#include "storage/segfile.h"
+#include "vec/dist.h"
+
+#define LSN_LIVE UINT64_MAX
+
+typedef enum seg_state { SEG_MUTABLE, SEG_FROZEN, SEG_SEALED } seg_state;
+
+typedef struct segment {
+  uint64_t seg_id; /* file name of a sealed segment */
+  seg_state state;
+  uint32_t dim;
+  uint32_t cap;    /* rows reserved (mutable) or held (sealed) */
+  uint32_t n_rows; /* published rows; atomic, release on append */
+
+  const float *vecs;
+  const qv_point_id *ids;
+  const uint64_t *ins_lsn;
+  uint64_t *del_lsn; /* always writable memory */
+  uint32_t n_dead;   /* rows with del_lsn set; atomic */
+
+  /* payloads: mutable rows own a qv_malloc'd copy each; sealed rows point
+   * into the file */
+  char **payloads;
+  uint32_t *payload_lens;
+  const uint64_t *payload_off;
+  const char *payload_blob;
+
+  /* tombstones: deletes recorded while this segment covered the log */
+  segfile_tomb *tombs;
+  uint32_t n_tombs, cap_tombs;
+
+  uint64_t first_lsn, end_lsn; /* writes covered; end set when frozen */
+  hnsw *graph;                 /* sealed only */
+  double build_seconds;
+
+  fileio_map map; /* sealed: the segment file */
+  char *dir;      /* sealed: its directory */
+  bool remove_on_free; /* set when superseded: delete dir on last unref */
+  int refs;
+} segment;
+
+/* A new mutable segment with room for `cap` rows of `dim` floats. Memory is
+ * reserved, not committed: pages are touched only as rows arrive. */
+qv_rc segment_new_mutable(uint32_t dim, uint32_t cap, uint64_t first_lsn,
+                          segment **out, qv_err *err);
+
+/* Opens sealed segment directory `dir` (segment.qvs + graph.qvh). */
+qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, uint32_t dim,
+                          vec_metric metric, segment **out, qv_err *err);
+
+void segment_ref(segment *s);
+void segment_unref(segment *s); /* accepts NULL */
+
+/* Appends a row; the caller holds the shard's write lock and has checked
+ * n_rows < cap. Copies vector and payload. Errors: QV_ENOMEM. */
+qv_rc segment_append(segment *s, const qv_point_id *id, const float *vec,
+                     const char *payload, uint32_t payload_len, uint64_t lsn,
+                     uint32_t *row);
+qv_rc segment_add_tomb(segment *s, const qv_point_id *id, uint64_t lsn);
+/* Marks row as replaced or deleted by the write at `lsn`. */
+void segment_kill(segment *s, uint32_t row, uint64_t lsn);
+
+static inline uint32_t segment_rows(const segment *s) {
+  return __atomic_load_n(&s->n_rows, __ATOMIC_ACQUIRE);
+}
+static inline bool segment_visible(const segment *s, uint32_t row,
+                                   uint64_t snap) {
+  return s->ins_lsn[row] <= snap &&
+         __atomic_load_n(&s->del_lsn[row], __ATOMIC_ACQUIRE) > snap;
+}
+static inline const float *segment_vec(const segment *s, uint32_t row) {
+  return s->vecs + (size_t)row * s->dim;
+}
+const char *segment_payload(const segment *s, uint32_t row, uint32_t *len);
+
+/* Bytes of vectors and payloads held (for info and metrics). */
+uint64_t segment_vector_bytes(const segment *s);
+uint64_t segment_payload_bytes(const segment *s);
+
+#endif

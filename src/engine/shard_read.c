@@ -1,0 +1,260 @@
+/* shard_read.c: the read side of a shard — k-NN search over every segment,
+ * point lookups, scrolling in id order and counting.
+ *
+ * Search plans per segment: a sealed segment with a graph and enough live
+ * rows is searched through the graph, with an allow function that hides rows
+ * outside the snapshot or the allow-set; if the beam returns fewer than k,
+ * the segment is scanned exactly, so k results come back whenever k
+ * qualifying points exist. Other segments are scanned exactly. A small
+ * allow-set skips segments entirely: its ids are looked up in the id map and
+ * scored directly. */
+#include "engine/shard_read.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/err.h"
+#include "engine/id.h"
+
+/* An allow-set this small (or under 1/20 of the shard) is scored directly. */
+#define ALLOW_DIRECT_MAX 2000
+
+/* ---- per-thread graph search scratch ------------------------------------- */
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_destroy(void *p) { hnsw_scratch_free(p); }
+static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_destroy); }
+
+static hnsw_scratch *thread_scratch(void) {
+  pthread_once(&scratch_once, scratch_key_init);
+  hnsw_scratch *s = pthread_getspecific(scratch_key);
+  if (s == NULL) {
+    s = hnsw_scratch_new();
+    if (s != NULL) pthread_setspecific(scratch_key, s);
+  }
+  return s;
+}
+
+/* ---- search --------------------------------------------------------------- */
+
+typedef struct allow_ctx {
+  const segment *seg;
+  uint64_t snap;
+  const idmap *allow;
+} allow_ctx;
+
+static bool row_allowed(void *vctx, uint32_t row) {
+  const allow_ctx *c = vctx;
+  if (!segment_visible(c->seg, row, c->snap)) return false;
+  return c->allow == NULL || idmap_get(c->allow, &c->seg->ids[row]) != NULL;
+}
+
+static void scan_exact(const segment *s, uint32_t n, uint64_t snap,
+                       const idmap *allow, const float *q, vec_dist_fn dist,
+                       topk *out) {
+  allow_ctx c = {s, snap, allow};
+  for (uint32_t r = 0; r < n; r++) {
+    if (!row_allowed(&c, r)) continue;
+    float d = dist(q, segment_vec(s, r), s->dim);
+    if (d <= topk_bound(out)) topk_push(out, &s->ids[r], d);
+  }
+}
+
+static qv_rc search_segment(shard *sh, const segment *s, uint64_t snap,
+                            const shard_search_args *a, vec_dist_fn dist,
+                            topk *out, qv_err *err) {
+  uint32_t n = segment_rows(s);
+  if (n == 0) return QV_OK;
+  uint32_t live = n - __atomic_load_n(&((segment *)s)->n_dead, __ATOMIC_RELAXED);
+  bool use_graph = s->state == SEG_SEALED && s->graph != NULL && !a->exact &&
+                   live >= sh->cfg.full_scan_threshold;
+  if (!use_graph) {
+    scan_exact(s, n, snap, a->allow, a->query, dist, out);
+    return QV_OK;
+  }
+  hnsw_scratch *scratch = thread_scratch();
+  uint32_t kk = out->k;
+  hnsw_hit *hits = qv_malloc((size_t)kk * sizeof *hits);
+  if (scratch == NULL || hits == NULL) {
+    qv_free(hits);
+    return qv_err_set(err, QV_ENOMEM, "search: no memory for %u hits", kk);
+  }
+  allow_ctx c = {s, snap, a->allow};
+  bool filtered = a->allow != NULL || live < n;
+  uint32_t nh = 0;
+  uint32_t ef = a->ef > kk ? a->ef : kk;
+  qv_rc rc = hnsw_search(s->graph, a->query, kk, ef, filtered ? row_allowed : NULL,
+                         &c, scratch, hits, &nh);
+  if (rc == QV_OK && nh < kk) {
+    scan_exact(s, n, snap, a->allow, a->query, dist, out);
+  } else if (rc == QV_OK) {
+    for (uint32_t i = 0; i < nh; i++) topk_push(out, &s->ids[hits[i].row], hits[i].dist);
+  } else {
+    qv_err_set(err, rc, "search: graph search failed");
+  }
+  qv_free(hits);
+  return rc;
+}
+
+/* Scores each allowed id at its current location. */
+static void search_direct(shard *sh, const shard_search_args *a,
+                          vec_dist_fn dist, topk *out) {
+  pthread_rwlock_rdlock(&sh->lock);
+  const idmap *al = a->allow;
+  for (size_t i = 0; i < al->cap; i++) {
+    const idmap_entry *ae = &al->slots[i];
+    if (ae->seg == NULL) continue;
+    const idmap_entry *e = idmap_get(&sh->map, &ae->id);
+    if (e == NULL) continue;
+    float d = dist(a->query, segment_vec(e->seg, e->row), sh->cfg.dim);
+    topk_push(out, &e->id, d);
+  }
+  pthread_rwlock_unlock(&sh->lock);
+}
+
+qv_rc shard_search(shard *sh, const shard_search_args *a, topk *out,
+                   qv_err *err) {
+  vec_dist_fn dist = dist_fn(dist_ops_get(), sh->metric);
+  if (a->allow != NULL &&
+      (a->n_allow <= ALLOW_DIRECT_MAX || a->n_allow * 20 < shard_count(sh))) {
+    search_direct(sh, a, dist, out);
+    return QV_OK;
+  }
+  shard_view v;
+  shard_view_get(sh, &v);
+  qv_rc rc = QV_OK;
+  for (uint32_t i = 0; rc == QV_OK && i < v.list->n; i++)
+    rc = search_segment(sh, v.list->segs[i], v.snap, a, dist, out, err);
+  shard_view_put(&v);
+  return rc;
+}
+
+/* ---- point reads ------------------------------------------------------------ */
+
+void record_clear(qv_record *r) {
+  qv_free((void *)r->vector);
+  qv_free((void *)r->payload);
+  memset(r, 0, sizeof *r);
+}
+
+/* Copies row data; lock held. */
+static qv_rc copy_record(const idmap_entry *e, uint32_t dim, bool wv, bool wp,
+                         qv_record *rec) {
+  memset(rec, 0, sizeof *rec);
+  rec->id = e->id;
+  if (wv) {
+    float *v = qv_malloc((size_t)dim * 4);
+    if (v == NULL) return QV_ENOMEM;
+    memcpy(v, segment_vec(e->seg, e->row), (size_t)dim * 4);
+    rec->vector = v;
+  }
+  if (wp) {
+    uint32_t len;
+    const char *pl = segment_payload(e->seg, e->row, &len);
+    if (len == 0) {
+      pl = "{}";
+      len = 2;
+    }
+    char *p = qv_strndup(pl, len);
+    if (p == NULL) {
+      record_clear(rec);
+      return QV_ENOMEM;
+    }
+    rec->payload = p;
+    rec->payload_len = len;
+  }
+  return QV_OK;
+}
+
+/* Reads return only durable data: wait for writes already applied. */
+static qv_rc settle(shard *sh, qv_err *err) {
+  uint64_t applied = __atomic_load_n(&sh->applied_lsn, __ATOMIC_ACQUIRE);
+  if (applied <= sh->checkpoint_lsn || wal_durable_lsn(sh->log) >= applied) return QV_OK;
+  return wal_sync(sh->log, applied, err);
+}
+
+qv_rc shard_get(shard *sh, const qv_point_id *id, bool with_vector,
+                bool with_payload, qv_record *rec, bool *found, qv_err *err) {
+  qv_rc rc = settle(sh, err);
+  if (rc != QV_OK) return rc;
+  pthread_rwlock_rdlock(&sh->lock);
+  const idmap_entry *e = idmap_get(&sh->map, id);
+  *found = e != NULL;
+  if (e != NULL) rc = copy_record(e, sh->cfg.dim, with_vector, with_payload, rec);
+  pthread_rwlock_unlock(&sh->lock);
+  if (rc != QV_OK) return qv_err_set(err, rc, "get: no memory");
+  return QV_OK;
+}
+
+/* max-heap of entry pointers by id, keeping the `limit` smallest ids */
+static void heap_sift(const idmap_entry **h, size_t n, size_t i) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < n && qv_id_cmp(&h[l]->id, &h[m]->id) > 0) m = l;
+    if (r < n && qv_id_cmp(&h[r]->id, &h[m]->id) > 0) m = r;
+    if (m == i) return;
+    const idmap_entry *t = h[i];
+    h[i] = h[m];
+    h[m] = t;
+    i = m;
+  }
+}
+
+static int entry_cmp(const void *a, const void *b) {
+  const idmap_entry *const *x = a, *const *y = b;
+  return qv_id_cmp(&(*x)->id, &(*y)->id);
+}
+
+qv_rc shard_scroll(shard *sh, const qv_point_id *start, size_t limit,
+                   bool with_vector, bool with_payload, qv_record *out,
+                   size_t *n_out, qv_err *err) {
+  *n_out = 0;
+  if (limit == 0) return QV_OK;
+  qv_rc rc = settle(sh, err);
+  if (rc != QV_OK) return rc;
+  const idmap_entry **h = qv_malloc(limit * sizeof *h);
+  if (h == NULL) return qv_err_set(err, QV_ENOMEM, "scroll: no memory");
+  size_t n = 0;
+  pthread_rwlock_rdlock(&sh->lock);
+  for (size_t i = 0; i < sh->map.cap; i++) {
+    const idmap_entry *e = &sh->map.slots[i];
+    if (e->seg == NULL || (start && qv_id_cmp(&e->id, start) < 0)) continue;
+    if (n < limit) {
+      h[n++] = e;
+      for (size_t j = n - 1; j > 0;) { /* sift up */
+        size_t p = (j - 1) / 2;
+        if (qv_id_cmp(&h[j]->id, &h[p]->id) <= 0) break;
+        const idmap_entry *t = h[j];
+        h[j] = h[p];
+        h[p] = t;
+        j = p;
+      }
+    } else if (qv_id_cmp(&e->id, &h[0]->id) < 0) {
+      h[0] = e;
+      heap_sift(h, n, 0);
+    }
+  }
+  qsort(h, n, sizeof *h, entry_cmp);
+  for (size_t i = 0; rc == QV_OK && i < n; i++)
+    rc = copy_record(h[i], sh->cfg.dim, with_vector, with_payload, &out[i]);
+  pthread_rwlock_unlock(&sh->lock);
+  qv_free(h);
+  if (rc != QV_OK) {
+    for (size_t i = 0; i < n; i++) record_clear(&out[i]);
+    return qv_err_set(err, rc, "scroll: no memory");
+  }
+  *n_out = n;
+  return QV_OK;
+}
+
+uint64_t shard_count(shard *sh) {
+  pthread_rwlock_rdlock(&sh->lock);
+  uint64_t n = sh->map.n;
+  pthread_rwlock_unlock(&sh->lock);
+  return n;
+}
