@@ -151,7 +151,10 @@ qv_rc qv_collection_create(qv_db *db, const char *name,
     return qv_err_set(err, QV_EEXIST, "collection \"%s\" already exists", name);
   }
   char tmp[PATH_MAX], dst[PATH_MAX], path[PATH_MAX + 32];
-  snprintf(tmp, sizeof tmp, "%s/collections/.tmp-%s", db->path, name);
+  /* Not derived from the name: a 255-byte name plus a prefix would exceed
+   * the file system's limit on one path component. */
+  snprintf(tmp, sizeof tmp, "%s/collections/.tmp-%llu", db->path,
+           (unsigned long long)++db->tmp_seq);
   snprintf(dst, sizeof dst, "%s/collections/%s", db->path, name);
   fileio_remove_tree(tmp, NULL);
   rc = fileio_mkdirs(tmp, err);
@@ -186,8 +189,8 @@ qv_rc qv_collection_drop(qv_db *db, const char *name, qv_err *err) {
     return qv_err_set(err, QV_ENOTFOUND, "collection \"%s\" does not exist", name);
   }
   char trash[PATH_MAX], path[PATH_MAX];
-  snprintf(trash, sizeof trash, "%s/collections/.trash-%s-%llu", db->path, name,
-           (unsigned long long)++db->trash_seq);
+  snprintf(trash, sizeof trash, "%s/collections/.trash-%llu", db->path,
+           (unsigned long long)++db->tmp_seq);
   if (rename(c->dir, trash) != 0) {
     rc = qv_err_set(err, QV_EIO, "rename %s: %s", c->dir, strerror(errno));
   } else {

@@ -33,7 +33,7 @@ struct qv_db {
   bool stop;
   bool has_thread;
   pthread_t optimizer;
-  uint64_t trash_seq;
+  uint64_t tmp_seq;
 };
 
 /* config.c */
