@@ -1,7 +1,6 @@
 /* fileio.c: durable file operations behind one seam; see fileio.h.
  * Owns retries of short writes and EINTR, and the fault-injection counters
  * the tests use. Knows nothing about what the bytes mean. */
-#define _GNU_SOURCE
 #include "base/fileio.h"
 
 #include <dirent.h>

@@ -35,6 +35,11 @@ const dist_ops *dist_ops_get(void);
 const dist_ops *dist_ops_isa(const char *isa);
 /* The lower-is-better function of `m` within `ops`. */
 vec_dist_fn dist_fn(const dist_ops *ops, vec_metric m);
+/* The table dist_init() picks when QUIVER_SIMD holds `simd_cap` (NULL or ""
+ * for no cap): the best ISA this CPU runs, capped at the named one. An
+ * unknown value is logged and ignored. Never NULL. Pure apart from the log,
+ * so tests can check the env parsing without a fresh process. */
+const dist_ops *dist_choose(const char *simd_cap);
 
 /* Euclidean norm, and in-place scaling to unit length (a zero vector is left
  * as it is). Scalar code: called once per write, not per distance. */
