@@ -29,10 +29,14 @@ typedef struct wal wal;
  * truncated) and logged. Damage followed by valid records, a gap in LSNs or a
  * damaged older file is QV_ECORRUPT naming the file and offset.
  * `min_next_lsn` (>= 1): the next LSN is at least this (the shard's
- * checkpoint, for a log whose files were all dropped). */
+ * checkpoint, for a log whose files were all dropped). If the log ends below
+ * it, every record in it is covered by the checkpoint: its files are removed
+ * and a new log starts at min_next_lsn (see README.md). */
 qv_rc wal_open(const char *dir, uint64_t min_next_lsn, wal **out, qv_err *err);
 void wal_close(wal *w); /* accepts NULL; does not fsync */
 
+/* `rec` points into a read-only mapping of the file, valid only during the
+ * call. fn must not call back into the log. */
 typedef qv_rc (*wal_replay_fn)(void *ctx, uint64_t lsn, const void *rec,
                                size_t len, qv_err *err);
 /* Calls fn for every record with LSN >= from_lsn, in LSN order; stops at and
@@ -60,5 +64,24 @@ qv_rc wal_rotate(wal *w, qv_err *err);
 qv_rc wal_drop_before(wal *w, uint64_t lsn, qv_err *err);
 
 uint64_t wal_bytes(const wal *w); /* bytes of log on disk */
+
+/* ---- added for tests, fuzzers and metrics -------------------------------- */
+
+/* Bytes of the frame header before each record's payload (magic u32,
+ * length u32, LSN u64, CRC-32C u32, little-endian); see README.md. */
+#define WAL_HEADER_BYTES 20u
+
+/* fsyncs of log files this handle has issued (syncs, rotations, the one at
+ * open), so tests can see that concurrent wal_sync calls share them. */
+uint64_t wal_fsync_count(const wal *w);
+
+/* Test hook: the leader of a group commit calls fn(ctx) after it has taken
+ * the leader role and released the lock, just before its fsync, so a test can
+ * line up waiters behind it. NULL removes it. Not for production use. */
+typedef void (*wal_sync_hook_fn)(void *ctx);
+void wal_set_sync_hook(wal *w, wal_sync_hook_fn fn, void *ctx);
+
+/* Threads currently blocked in wal_sync waiting for another's fsync. */
+unsigned wal_sync_waiters(const wal *w);
 
 #endif

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# deps.sh: installs the Debian packages Quiver needs, only those missing.
+# Sourced by run.sh, test.sh and bench scripts: `ensure_packages pkg...`.
+set -euo pipefail
+
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+}
+
+# What building and testing the library and CLI needs.
+QV_BUILD_PACKAGES=(build-essential cmake pkg-config gzip libjansson-dev libcriterion-dev)

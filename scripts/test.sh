@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite. Installs what is missing, builds with
+# AddressSanitizer + UBSan (warnings are errors) and runs every test under
+# CTest; then builds Release (the shipped flags) and runs the fast unit
+# tests again there, and valgrind over the storage and engine unit tests.
+#   scripts/test.sh            everything
+#   QV_QUICK=1 scripts/test.sh only the sanitizer run
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/deps.sh"
+ensure_packages "${QV_BUILD_PACKAGES[@]}" valgrind
+jobs=$(nproc)
+
+echo "== ASan + UBSan build"
+cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DQV_SANITIZE=ON >/dev/null
+cmake --build "$root/build-asan" -j"$jobs"
+echo "== tests (ASan + UBSan)"
+ctest --test-dir "$root/build-asan" --output-on-failure -j"$jobs"
+
+if [ "${QV_QUICK:-0}" != 1 ]; then
+  echo "== Release build (build/quiver)"
+  cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$root/build" -j"$jobs"
+  echo "== valgrind: storage and engine unit tests (Release build)"
+  for t in test_wal test_collection; do
+    if [ -x "$root/build/tests/$t" ]; then
+      QV_SHARED_DATA="$root/../shared/data" valgrind -q --error-exitcode=99 \
+        --trace-children=yes --leak-check=full --errors-for-leak-kinds=definite \
+        "$root/build/tests/$t" --jobs 1 >/dev/null
+      echo "valgrind $t: clean"
+    fi
+  done
+fi
