@@ -103,7 +103,6 @@ qv_rc segfile_write(const char *path, const segfile_data *d, qv_err *err) {
       at += size[i];
     }
   }
-  if (rc == QV_OK) rc = pad_to(fd, &at, align_up(at), tmp, err);
   if (rc == QV_OK) rc = fileio_fsync(fd, tmp, err);
   close(fd);
   if (rc == QV_OK && rename(tmp, path) != 0)
@@ -170,6 +169,13 @@ qv_rc segfile_open(const char *path, uint32_t expect_dim, fileio_map *map,
                       section_name[i]);
       goto fail;
     }
+  }
+  /* The file ends exactly where its last section does: a cut anywhere,
+   * padding included, is noticed. */
+  if (map->n != h.sec[S_TOMBS].off + h.sec[S_TOMBS].size) {
+    rc = QV_CORRUPT(err, "segment %s: %zu bytes, expected %llu", path, map->n,
+                    (unsigned long long)(h.sec[S_TOMBS].off + h.sec[S_TOMBS].size));
+    goto fail;
   }
   const uint64_t *poff = (const uint64_t *)(p + h.sec[S_POFF].off);
   for (uint32_t i = 0; i < h.n_rows; i++)
