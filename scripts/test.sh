@@ -12,22 +12,24 @@ ensure_packages "${QV_BUILD_PACKAGES[@]}" valgrind
 jobs=$(nproc)
 
 echo "== ASan + UBSan build"
-cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DQV_SANITIZE=ON >/dev/null
+cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DQV_SANITIZE=ON -DQV_TESTS=ON >/dev/null
 cmake --build "$root/build-asan" -j"$jobs"
 echo "== tests (ASan + UBSan)"
 ctest --test-dir "$root/build-asan" --output-on-failure -j"$jobs"
 
 if [ "${QV_QUICK:-0}" != 1 ]; then
   echo "== Release build (build/quiver)"
-  cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DQV_TESTS=ON >/dev/null
   cmake --build "$root/build" -j"$jobs"
-  echo "== valgrind: storage and engine unit tests (Release build)"
-  for t in test_wal test_collection; do
-    if [ -x "$root/build/tests/$t" ]; then
-      QV_SHARED_DATA="$root/../shared/data" valgrind -q --error-exitcode=99 \
+  echo "== valgrind: parsers, storage and engine unit tests (Release build)"
+  for t in test_record test_segfile test_wal test_collection; do
+    if ! QV_SHARED_DATA="$root/../shared/data" valgrind -q --error-exitcode=99 \
         --trace-children=yes --leak-check=full --errors-for-leak-kinds=definite \
-        "$root/build/tests/$t" --jobs 1 >/dev/null
-      echo "valgrind $t: clean"
+        "$root/build/tests/$t" --jobs 1 >"$root/build/valgrind-$t.log" 2>&1; then
+      cat "$root/build/valgrind-$t.log"
+      echo "valgrind $t: FAILED" >&2
+      exit 1
     fi
+    echo "valgrind $t: clean"
   done
 fi
