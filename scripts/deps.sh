@@ -20,4 +20,4 @@ ensure_packages() {
 }
 
 # What building and testing the library and CLI needs.
-QV_BUILD_PACKAGES=(build-essential cmake pkg-config gzip libjansson-dev libcriterion-dev)
+QV_BUILD_PACKAGES=(build-essential cmake pkg-config gzip libjansson-dev libcriterion-dev libmicrohttpd-dev)
