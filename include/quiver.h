@@ -262,6 +262,62 @@ QV_API qv_rc qv_scroll(qv_collection *c, const qv_point_id *start,
                        qv_records *out, qv_point_id *next, bool *has_next,
                        qv_err *err);
 
+/* ---- filters ------------------------------------------------------------ */
+
+/* A parsed payload filter in Qdrant's filter language: must / should /
+ * must_not / min_should; match (value, any, except, text), range (numbers and
+ * RFC 3339 datetimes), has_id, is_empty, is_null, values_count, nested keys
+ * (a.b, a[].b), geo radius and bounding box. Immutable once parsed; may be
+ * shared by threads. */
+typedef struct qv_filter qv_filter;
+
+/* Parses `json` (len bytes; 0 = strlen) holding a Qdrant Filter object.
+ * On QV_OK *out is owned by the caller (qv_filter_free). Errors: QV_EINVAL
+ * with a message naming the offending key or value. */
+QV_API qv_rc qv_filter_parse(const char *json, size_t len, qv_filter **out,
+                             qv_err *err);
+QV_API void qv_filter_free(qv_filter *f); /* accepts NULL */
+
+/* Points matching `filter` (NULL = all). */
+QV_API qv_rc qv_count_filtered(qv_collection *c, const qv_filter *filter,
+                               uint64_t *out, qv_err *err);
+/* qv_scroll over the points matching `filter` (NULL = all). */
+QV_API qv_rc qv_scroll_filtered(qv_collection *c, const qv_filter *filter,
+                                const qv_point_id *start, size_t limit,
+                                bool with_vector, bool with_payload,
+                                qv_records *out, qv_point_id *next,
+                                bool *has_next, qv_err *err);
+/* Deletes the points matching `filter`; *n_deleted (may be NULL) says how
+ * many. */
+QV_API qv_rc qv_delete_filtered(qv_collection *c, const qv_filter *filter,
+                                size_t *n_deleted, qv_err *err);
+
+/* ---- payload updates ------------------------------------------------------ */
+
+/* Each applies to the points with the given ids (n > 0; ids that do not exist
+ * are ignored) or, when ids is NULL, to the points matching `filter` (NULL =
+ * every point). Each point is rewritten atomically and durably; vectors are
+ * kept. Errors: QV_EINVAL (payload not a JSON object, bad key). */
+
+/* Merges the top-level keys of `payload` into each point's payload (a key
+ * whose value is null is removed). With `key` (a path like "a.b") the merge
+ * happens inside that nested object, which is created if missing. */
+QV_API qv_rc qv_payload_set(qv_collection *c, const qv_point_id *ids, size_t n,
+                            const qv_filter *filter, const char *payload,
+                            const char *key, qv_err *err);
+/* Replaces each point's whole payload with `payload`. */
+QV_API qv_rc qv_payload_overwrite(qv_collection *c, const qv_point_id *ids,
+                                  size_t n, const qv_filter *filter,
+                                  const char *payload, qv_err *err);
+/* Removes the listed keys (paths like "a.b" allowed). */
+QV_API qv_rc qv_payload_delete_keys(qv_collection *c, const qv_point_id *ids,
+                                    size_t n, const qv_filter *filter,
+                                    const char *const *keys, size_t n_keys,
+                                    qv_err *err);
+/* Sets each payload to {}. */
+QV_API qv_rc qv_payload_clear(qv_collection *c, const qv_point_id *ids,
+                              size_t n, const qv_filter *filter, qv_err *err);
+
 /* ---- search ------------------------------------------------------------- */
 
 typedef struct qv_hit {
@@ -282,6 +338,9 @@ typedef struct qv_search_params {
    * returns k results whenever at least k allowed points exist. */
   const qv_point_id *allow_ids;
   size_t n_allow;
+  /* An optional payload filter, combined with allow_ids by AND. The same
+   * promise holds: k results whenever k points match. Borrowed. */
+  const qv_filter *filter;
 } qv_search_params;
 
 QV_API void qv_search_params_init(qv_search_params *p);

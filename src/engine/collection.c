@@ -223,6 +223,14 @@ static int record_cmp(const void *a, const void *b) {
 qv_rc qv_scroll(qv_collection *c, const qv_point_id *start, size_t limit,
                 bool with_vector, bool with_payload, qv_records *out,
                 qv_point_id *next, bool *has_next, qv_err *err) {
+  return qv_scroll_filtered(c, NULL, start, limit, with_vector, with_payload, out,
+                            next, has_next, err);
+}
+
+qv_rc qv_scroll_filtered(qv_collection *c, const qv_filter *filter,
+                         const qv_point_id *start, size_t limit, bool with_vector,
+                         bool with_payload, qv_records *out, qv_point_id *next,
+                         bool *has_next, qv_err *err) {
   memset(out, 0, sizeof *out);
   *has_next = false;
   if (limit == 0) return qv_err_set(err, QV_EINVAL, "scroll: limit must be >= 1");
@@ -237,7 +245,7 @@ qv_rc qv_scroll(qv_collection *c, const qv_point_id *start, size_t limit,
   qv_rc rc = QV_OK;
   for (uint32_t s = 0; rc == QV_OK && s < c->n_shards; s++) {
     size_t got;
-    rc = shard_scroll(c->shards[s], start, per, with_vector, with_payload,
+    rc = shard_scroll(c->shards[s], filter, start, per, with_vector, with_payload,
                       all + total, &got, err);
     total += got;
   }
@@ -288,7 +296,8 @@ static qv_rc search_one(qv_collection *c, const float *query,
   uint32_t kk = p->k + p->offset;
   topk t;
   topk_init(&t, buf, kk);
-  shard_search_args a = {q, p->ef ? p->ef : (kk > 64 ? kk : 64), p->exact, allow, 0};
+  shard_search_args a = {q, p->ef ? p->ef : (kk > 64 ? kk : 64), p->exact, allow, 0,
+                         p->filter};
   qv_rc rc = QV_OK;
   for (uint32_t s = 0; rc == QV_OK && s < c->n_shards; s++) {
     a.n_allow = allow ? allow_per_shard[s] : 0;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include <jansson.h>
+
 #include "base/alloc.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -43,8 +45,9 @@ qv_rc segment_new_mutable(uint32_t dim, uint32_t cap, uint64_t first_lsn,
   s->del_lsn = reserve((size_t)cap * 8);
   s->payloads = reserve((size_t)cap * sizeof(char *));
   s->payload_lens = reserve((size_t)cap * 4);
+  s->pjson = reserve((size_t)cap * sizeof(json_t *));
   if (!s->vecs || !s->ids || !s->ins_lsn || !s->del_lsn || !s->payloads ||
-      !s->payload_lens) {
+      !s->payload_lens || !s->pjson) {
     segment_unref(s);
     return qv_err_set(err, QV_ENOMEM, "segment: cannot reserve %u rows of %u floats",
                       cap, dim);
@@ -87,7 +90,8 @@ qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, uint32_t dim,
     memcpy(s->tombs, d.tombs, (size_t)d.n_tombs * sizeof *s->tombs);
   }
   s->del_lsn = qv_malloc((size_t)d.n_rows * 8 + 8);
-  if (s->del_lsn == NULL) {
+  s->pjson = qv_calloc((size_t)d.n_rows + 1, sizeof(json_t *));
+  if (s->del_lsn == NULL || s->pjson == NULL) {
     rc = qv_err_set(err, QV_ENOMEM, "segment %s: no memory", dir);
     goto fail;
   }
@@ -106,12 +110,42 @@ fail:
 
 void segment_ref(segment *s) { __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED); }
 
+/* Marks "parsed, and empty" in the payload cache. */
+static json_t empty_marker;
+#define EMPTY_PAYLOAD (&empty_marker)
+
+static void free_pjson(segment *s) {
+  if (s->pjson == NULL) return;
+  uint32_t n = s->n_rows;
+  for (uint32_t i = 0; i < n; i++)
+    if (s->pjson[i] != NULL && s->pjson[i] != EMPTY_PAYLOAD) json_decref(s->pjson[i]);
+}
+
+const json_t *segment_payload_json(segment *s, uint32_t row) {
+  json_t *j = __atomic_load_n(&s->pjson[row], __ATOMIC_ACQUIRE);
+  if (j == NULL) {
+    uint32_t len;
+    const char *text = segment_payload(s, row, &len);
+    j = len ? json_loadb(text, len, 0, NULL) : NULL;
+    if (j == NULL) j = EMPTY_PAYLOAD; /* empty (or, impossibly, unparsable) */
+    json_t *expected = NULL;
+    if (!__atomic_compare_exchange_n(&s->pjson[row], &expected, j, false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      if (j != EMPTY_PAYLOAD) json_decref(j); /* another thread won */
+      j = expected;
+    }
+  }
+  return j == EMPTY_PAYLOAD ? NULL : j;
+}
+
 void segment_unref(segment *s) {
   if (s == NULL || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  free_pjson(s);
   if (s->state == SEG_SEALED) {
     hnsw_free(s->graph);
     fileio_unmap(&s->map);
     qv_free(s->del_lsn);
+    qv_free(s->pjson);
     if (s->remove_on_free && s->dir != NULL) {
       qv_err e;
       if (fileio_remove_tree(s->dir, &e) != QV_OK)
@@ -127,6 +161,7 @@ void segment_unref(segment *s) {
     release(s->del_lsn, (size_t)s->cap * 8);
     release(s->payloads, (size_t)s->cap * sizeof(char *));
     release(s->payload_lens, (size_t)s->cap * 4);
+    release(s->pjson, (size_t)s->cap * sizeof(json_t *));
   }
   qv_free(s->tombs);
   qv_free(s->dir);

@@ -55,6 +55,9 @@ typedef struct segment {
   uint32_t *payload_lens;
   const uint64_t *payload_off;
   const char *payload_blob;
+  /* payloads parsed on first use by a filter, published with a CAS; each
+   * is immutable once published */
+  struct json_t **pjson;
 
   /* tombstones: deletes recorded while this segment covered the log */
   segfile_tomb *tombs;
@@ -103,6 +106,9 @@ static inline const float *segment_vec(const segment *s, uint32_t row) {
   return s->vecs + (size_t)row * s->dim;
 }
 const char *segment_payload(const segment *s, uint32_t row, uint32_t *len);
+/* The row's payload as parsed JSON, NULL for an empty payload; parsed once
+ * and cached for the segment's life. Read-only: never modify the result. */
+const struct json_t *segment_payload_json(segment *s, uint32_t row);
 
 /* Bytes of vectors and payloads held (for info and metrics). */
 uint64_t segment_vector_bytes(const segment *s);

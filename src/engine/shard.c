@@ -23,6 +23,7 @@
 #include "base/fileio.h"
 #include "base/log.h"
 #include "engine/id.h"
+#include "filter/filter.h"
 #include "storage/manifest.h"
 
 /* Mutable segments hold at most this many bytes of vectors, so huge
@@ -395,6 +396,96 @@ qv_rc shard_delete(shard *sh, const qv_point_id *ids, size_t n,
   qv_free(live);
   if (rc == QV_OK && lsn) rc = sync_or_fail(sh, lsn, err);
   if (rc == QV_OK && n_deleted) *n_deleted = deleted;
+  return rc;
+}
+
+/* ---- payload rewrites -------------------------------------------------------- */
+
+typedef struct target {
+  segment *seg;
+  uint32_t row;
+  qv_point_id id;
+} target;
+
+/* Collects the rows to rewrite; write lock held. */
+static qv_rc collect_targets(shard *sh, const qv_point_id *ids, size_t n,
+                             const qv_filter *filter, target **out, size_t *n_out,
+                             qv_err *err) {
+  size_t cap = ids ? n : sh->map.n;
+  target *t = qv_malloc((cap + 1) * sizeof *t);
+  if (t == NULL) return qv_err_set(err, QV_ENOMEM, "payload update: no memory");
+  size_t m = 0;
+  if (ids != NULL) {
+    for (size_t i = 0; i < n; i++) {
+      idmap_entry *e = idmap_get(&sh->map, &ids[i]);
+      bool dup = false;
+      for (size_t j = 0; e && j < m && !dup; j++) dup = id_eq(&t[j].id, &e->id);
+      if (e != NULL && !dup) t[m++] = (target){e->seg, e->row, e->id};
+    }
+  } else {
+    for (size_t i = 0; i < sh->map.cap; i++) {
+      idmap_entry *e = &sh->map.slots[i];
+      if (e->seg == NULL) continue;
+      if (filter && !filter_match(filter, &e->id, segment_payload_json(e->seg, e->row)))
+        continue;
+      t[m++] = (target){e->seg, e->row, e->id};
+    }
+  }
+  *out = t;
+  *n_out = m;
+  return QV_OK;
+}
+
+qv_rc shard_rewrite_payloads(shard *sh, const qv_point_id *ids, size_t n,
+                             const qv_filter *filter, payload_fn fn, void *ctx,
+                             size_t *n_changed, qv_err *err) {
+  uint32_t dim = sh->cfg.dim;
+  target *t = NULL;
+  size_t nt = 0, done = 0;
+  uint64_t lsn = 0;
+  pthread_rwlock_wrlock(&sh->lock);
+  qv_rc rc = check_open(sh, err);
+  if (rc == QV_OK) rc = collect_targets(sh, ids, n, filter, &t, &nt, err);
+  size_t chunk_cap = nt < sh->mutable_cap ? nt : sh->mutable_cap;
+  qv_point *pts = NULL;
+  float *vecs = NULL;
+  if (rc == QV_OK && nt > 0) {
+    pts = qv_calloc(chunk_cap, sizeof *pts);
+    vecs = qv_malloc_aligned(chunk_cap * dim * sizeof(float));
+    if (pts == NULL || vecs == NULL)
+      rc = qv_err_set(err, QV_ENOMEM, "payload update of %zu points: no memory", nt);
+  }
+  /* Chunks of at most one mutable segment each, like shard_upsert. */
+  for (size_t at = 0; rc == QV_OK && at < nt;) {
+    size_t m = nt - at < chunk_cap ? nt - at : chunk_cap;
+    for (size_t i = 0; rc == QV_OK && i < m; i++) {
+      target *x = &t[at + i];
+      char *text = NULL;
+      rc = fn(ctx, segment_payload_json(x->seg, x->row), &text, err);
+      memcpy(vecs + i * dim, segment_vec(x->seg, x->row), (size_t)dim * sizeof(float));
+      pts[i] = (qv_point){.id = x->id, .vector = vecs + i * dim, .dim = dim,
+                          .payload = text, .payload_len = text ? strlen(text) : 0};
+    }
+    if (rc == QV_OK && segment_rows(sh->mut) + m > sh->mutable_cap) {
+      bool frozen;
+      rc = freeze_locked(sh, true, &frozen, err);
+    }
+    if (rc == QV_OK && rec_encode_upsert(&sh->buf, pts, vecs, m, dim) != QV_OK)
+      rc = qv_err_set(err, QV_ENOMEM, "payload update: no memory");
+    if (rc == QV_OK) rc = log_and_apply(sh, &lsn, NULL, err);
+    for (size_t i = 0; i < m; i++) {
+      qv_free((char *)pts[i].payload);
+      pts[i].payload = NULL;
+    }
+    if (rc == QV_OK) done += m;
+    at += m;
+  }
+  pthread_rwlock_unlock(&sh->lock);
+  qv_free(t);
+  qv_free(pts);
+  qv_free_aligned(vecs);
+  if (rc == QV_OK && lsn) rc = sync_or_fail(sh, lsn, err);
+  if (rc == QV_OK && n_changed) *n_changed = done;
   return rc;
 }
 

@@ -73,6 +73,20 @@ qv_rc shard_upsert(shard *sh, const qv_point *pts, const float *vecs, size_t n,
 qv_rc shard_delete(shard *sh, const qv_point_id *ids, size_t n,
                    size_t *n_deleted, qv_err *err);
 
+/* Computes a point's new payload from its current one (`old` NULL means {}):
+ * *out receives qv_malloc'd JSON text (NULL or "" for {}). Must not modify
+ * `old`, which is shared. */
+typedef qv_rc (*payload_fn)(void *ctx, const struct json_t *old, char **out,
+                            qv_err *err);
+
+/* Rewrites the payloads of the points with these ids (ids non-NULL; missing
+ * ones are skipped) or of those matching `filter` (ids NULL; filter NULL =
+ * all), keeping their vectors; atomic per point, durable on return.
+ * *n_changed (may be NULL) receives how many points were rewritten. */
+qv_rc shard_rewrite_payloads(shard *sh, const qv_point_id *ids, size_t n,
+                             const qv_filter *filter, payload_fn fn, void *ctx,
+                             size_t *n_changed, qv_err *err);
+
 /* A consistent read view: the segment list and the snapshot LSN. */
 typedef struct shard_view {
   seglist *list;

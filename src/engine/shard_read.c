@@ -18,9 +18,18 @@
 #include "base/alloc.h"
 #include "base/err.h"
 #include "engine/id.h"
+#include "filter/filter.h"
 
 /* An allow-set this small (or under 1/20 of the shard) is scored directly. */
 #define ALLOW_DIRECT_MAX 2000
+/* A filter is estimated on this many evenly spaced rows of a segment; when
+ * it is expected to match fewer than FILTER_EXACT_MAX rows or under
+ * FILTER_EXACT_FRACTION of them, the segment is scanned exactly over the
+ * matching rows (cheap, exact) instead of walking a graph where most nodes
+ * are filtered out (slow, and recall falls). */
+#define FILTER_SAMPLE 256
+#define FILTER_EXACT_MAX 4000
+#define FILTER_EXACT_FRACTION 0.05
 
 /* ---- per-thread graph search scratch ------------------------------------- */
 
@@ -43,21 +52,27 @@ static hnsw_scratch *thread_scratch(void) {
 /* ---- search --------------------------------------------------------------- */
 
 typedef struct allow_ctx {
-  const segment *seg;
+  segment *seg;
   uint64_t snap;
   const idmap *allow;
+  const qv_filter *filter;
 } allow_ctx;
+
+static bool payload_ok(segment *s, uint32_t row, const qv_filter *f) {
+  return f == NULL || filter_match(f, &s->ids[row], segment_payload_json(s, row));
+}
 
 static bool row_allowed(void *vctx, uint32_t row) {
   const allow_ctx *c = vctx;
   if (!segment_visible(c->seg, row, c->snap)) return false;
-  return c->allow == NULL || idmap_get(c->allow, &c->seg->ids[row]) != NULL;
+  if (c->allow != NULL && idmap_get(c->allow, &c->seg->ids[row]) == NULL) return false;
+  return payload_ok(c->seg, row, c->filter);
 }
 
-static void scan_exact(const segment *s, uint32_t n, uint64_t snap,
-                       const idmap *allow, const float *q, vec_dist_fn dist,
-                       topk *out) {
-  allow_ctx c = {s, snap, allow};
+static void scan_exact(segment *s, uint32_t n, uint64_t snap,
+                       const shard_search_args *a, vec_dist_fn dist, topk *out) {
+  allow_ctx c = {s, snap, a->allow, a->filter};
+  const float *q = a->query;
   for (uint32_t r = 0; r < n; r++) {
     if (!row_allowed(&c, r)) continue;
     float d = dist(q, segment_vec(s, r), s->dim);
@@ -65,16 +80,26 @@ static void scan_exact(const segment *s, uint32_t n, uint64_t snap,
   }
 }
 
-static qv_rc search_segment(shard *sh, const segment *s, uint64_t snap,
+/* Is the filter expected to leave so few rows that scanning them beats the
+ * graph? Estimated on evenly spaced rows. */
+static bool filter_is_selective(segment *s, uint32_t n, const qv_filter *f) {
+  uint32_t step = n > FILTER_SAMPLE ? n / FILTER_SAMPLE : 1, seen = 0, hit = 0;
+  for (uint32_t r = 0; r < n; r += step, seen++) hit += payload_ok(s, r, f);
+  double frac = seen ? (double)hit / seen : 0;
+  return frac < FILTER_EXACT_FRACTION || frac * n < FILTER_EXACT_MAX;
+}
+
+static qv_rc search_segment(shard *sh, segment *s, uint64_t snap,
                             const shard_search_args *a, vec_dist_fn dist,
                             topk *out, qv_err *err) {
   uint32_t n = segment_rows(s);
   if (n == 0) return QV_OK;
-  uint32_t live = n - __atomic_load_n(&((segment *)s)->n_dead, __ATOMIC_RELAXED);
+  uint32_t live = n - __atomic_load_n(&s->n_dead, __ATOMIC_RELAXED);
   bool use_graph = s->state == SEG_SEALED && s->graph != NULL && !a->exact &&
-                   live >= sh->cfg.full_scan_threshold;
+                   live >= sh->cfg.full_scan_threshold &&
+                   (a->filter == NULL || !filter_is_selective(s, n, a->filter));
   if (!use_graph) {
-    scan_exact(s, n, snap, a->allow, a->query, dist, out);
+    scan_exact(s, n, snap, a, dist, out);
     return QV_OK;
   }
   hnsw_scratch *scratch = thread_scratch();
@@ -84,14 +109,14 @@ static qv_rc search_segment(shard *sh, const segment *s, uint64_t snap,
     qv_free(hits);
     return qv_err_set(err, QV_ENOMEM, "search: no memory for %u hits", kk);
   }
-  allow_ctx c = {s, snap, a->allow};
-  bool filtered = a->allow != NULL || live < n;
+  allow_ctx c = {s, snap, a->allow, a->filter};
+  bool filtered = a->allow != NULL || a->filter != NULL || live < n;
   uint32_t nh = 0;
   uint32_t ef = a->ef > kk ? a->ef : kk;
   qv_rc rc = hnsw_search(s->graph, a->query, kk, ef, filtered ? row_allowed : NULL,
                          &c, scratch, hits, &nh);
   if (rc == QV_OK && nh < kk) {
-    scan_exact(s, n, snap, a->allow, a->query, dist, out);
+    scan_exact(s, n, snap, a, dist, out);
   } else if (rc == QV_OK) {
     for (uint32_t i = 0; i < nh; i++) topk_push(out, &s->ids[hits[i].row], hits[i].dist);
   } else {
@@ -110,7 +135,7 @@ static void search_direct(shard *sh, const shard_search_args *a,
     const idmap_entry *ae = &al->slots[i];
     if (ae->seg == NULL) continue;
     const idmap_entry *e = idmap_get(&sh->map, &ae->id);
-    if (e == NULL) continue;
+    if (e == NULL || !payload_ok(e->seg, e->row, a->filter)) continue;
     float d = dist(a->query, segment_vec(e->seg, e->row), sh->cfg.dim);
     topk_push(out, &e->id, d);
   }
@@ -210,9 +235,9 @@ static int entry_cmp(const void *a, const void *b) {
   return qv_id_cmp(&(*x)->id, &(*y)->id);
 }
 
-qv_rc shard_scroll(shard *sh, const qv_point_id *start, size_t limit,
-                   bool with_vector, bool with_payload, qv_record *out,
-                   size_t *n_out, qv_err *err) {
+qv_rc shard_scroll(shard *sh, const qv_filter *filter, const qv_point_id *start,
+                   size_t limit, bool with_vector, bool with_payload,
+                   qv_record *out, size_t *n_out, qv_err *err) {
   *n_out = 0;
   if (limit == 0) return QV_OK;
   qv_rc rc = settle(sh, err);
@@ -224,6 +249,8 @@ qv_rc shard_scroll(shard *sh, const qv_point_id *start, size_t limit,
   for (size_t i = 0; i < sh->map.cap; i++) {
     const idmap_entry *e = &sh->map.slots[i];
     if (e->seg == NULL || (start && qv_id_cmp(&e->id, start) < 0)) continue;
+    if (n == limit && qv_id_cmp(&e->id, &h[0]->id) >= 0) continue;
+    if (!payload_ok(e->seg, e->row, filter)) continue;
     if (n < limit) {
       h[n++] = e;
       for (size_t j = n - 1; j > 0;) { /* sift up */
@@ -257,4 +284,41 @@ uint64_t shard_count(shard *sh) {
   uint64_t n = sh->map.n;
   pthread_rwlock_unlock(&sh->lock);
   return n;
+}
+
+qv_rc shard_count_filtered(shard *sh, const qv_filter *filter, uint64_t *out,
+                           qv_err *err) {
+  if (filter == NULL) {
+    *out = shard_count(sh);
+    return QV_OK;
+  }
+  qv_rc rc = settle(sh, err);
+  if (rc != QV_OK) return rc;
+  uint64_t n = 0;
+  pthread_rwlock_rdlock(&sh->lock);
+  for (size_t i = 0; i < sh->map.cap; i++) {
+    const idmap_entry *e = &sh->map.slots[i];
+    if (e->seg != NULL) n += payload_ok(e->seg, e->row, filter);
+  }
+  pthread_rwlock_unlock(&sh->lock);
+  *out = n;
+  return QV_OK;
+}
+
+qv_rc shard_select(shard *sh, const qv_filter *filter, qv_point_id **ids,
+                   size_t *n_out, qv_err *err) {
+  qv_rc rc = settle(sh, err);
+  if (rc != QV_OK) return rc;
+  pthread_rwlock_rdlock(&sh->lock);
+  qv_point_id *v = qv_malloc((sh->map.n + 1) * sizeof *v);
+  size_t n = 0;
+  for (size_t i = 0; v != NULL && i < sh->map.cap; i++) {
+    const idmap_entry *e = &sh->map.slots[i];
+    if (e->seg != NULL && payload_ok(e->seg, e->row, filter)) v[n++] = e->id;
+  }
+  pthread_rwlock_unlock(&sh->lock);
+  if (v == NULL) return qv_err_set(err, QV_ENOMEM, "select: no memory");
+  *ids = v;
+  *n_out = n;
+  return QV_OK;
 }

@@ -11,6 +11,7 @@ typedef struct shard_search_args {
   bool exact;
   const idmap *allow;  /* ids allowed, or NULL for all */
   size_t n_allow;      /* allowed ids routed to this shard */
+  const qv_filter *filter; /* payload filter, or NULL */
 } shard_search_args;
 
 /* Pushes the shard's best hits into `out` (whose k is k + offset). */
@@ -22,13 +23,20 @@ qv_rc shard_search(shard *sh, const shard_search_args *a, topk *out,
 qv_rc shard_get(shard *sh, const qv_point_id *id, bool with_vector,
                 bool with_payload, qv_record *rec, bool *found, qv_err *err);
 
-/* Up to `limit` records with id >= start (NULL: from the first) in id order,
- * copied into out[] (room for `limit`); *n receives how many. */
-qv_rc shard_scroll(shard *sh, const qv_point_id *start, size_t limit,
-                   bool with_vector, bool with_payload, qv_record *out,
-                   size_t *n, qv_err *err);
+/* Up to `limit` records matching `filter` (NULL: all) with id >= start
+ * (NULL: from the first) in id order, copied into out[] (room for `limit`);
+ * *n receives how many. */
+qv_rc shard_scroll(shard *sh, const qv_filter *filter, const qv_point_id *start,
+                   size_t limit, bool with_vector, bool with_payload,
+                   qv_record *out, size_t *n, qv_err *err);
 
 uint64_t shard_count(shard *sh);
+/* Points matching `filter`. */
+qv_rc shard_count_filtered(shard *sh, const qv_filter *filter, uint64_t *out,
+                           qv_err *err);
+/* The ids of the points matching `filter` (qv_malloc'd array). */
+qv_rc shard_select(shard *sh, const qv_filter *filter, qv_point_id **ids,
+                   size_t *n, qv_err *err);
 void record_clear(qv_record *r);
 
 #endif
