@@ -368,6 +368,23 @@ QV_API qv_rc qv_search_batch(qv_collection *c, const float *queries, size_t n,
  * Errors: QV_EIO, QV_ENOMEM, QV_ECLOSED. */
 QV_API qv_rc qv_collection_optimize(qv_collection *c, qv_err *err);
 
+/* ---- snapshots ----------------------------------------------------------- */
+
+/* Writes a consistent snapshot of the collection to the file `path` (a tar
+ * archive of its configuration and, per shard, the MANIFEST, the sealed
+ * segments and the log records not yet sealed). Writes may continue
+ * meanwhile; the snapshot holds every write acknowledged before the call.
+ * Errors: QV_EIO. */
+QV_API qv_rc qv_snapshot_create(qv_collection *c, const char *path, qv_err *err);
+
+/* Creates collection `name` from the snapshot file `path`, after checking
+ * all of it (every checksum, by opening it where it was unpacked). With
+ * `replace`, an existing collection of that name is dropped first; without,
+ * it is QV_EEXIST. Errors: QV_ECORRUPT (the archive or its contents fail a
+ * check; nothing is changed), QV_EINVAL (bad name), QV_EIO. */
+QV_API qv_rc qv_snapshot_restore(qv_db *db, const char *name, const char *path,
+                                 bool replace, qv_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -25,14 +25,20 @@
 
 qv_rc collection_open(qv_db *db, const char *name, qv_collection **out,
                       qv_err *err) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/collections/%s", db->path, name);
+  return collection_open_dir(db, name, path, out, err);
+}
+
+qv_rc collection_open_dir(qv_db *db, const char *name, const char *dir,
+                          qv_collection **out, qv_err *err) {
   qv_collection *c = qv_calloc(1, sizeof *c);
   if (c == NULL) return qv_err_set(err, QV_ENOMEM, "collection: no memory");
   c->db = db;
   c->refs = 1;
   c->name = qv_strdup(name);
   char path[PATH_MAX];
-  snprintf(path, sizeof path, "%s/collections/%s", db->path, name);
-  c->dir = qv_strdup(path);
+  c->dir = qv_strdup(dir);
   qv_rc rc = (c->name && c->dir) ? QV_OK : qv_err_set(err, QV_ENOMEM, "no memory");
   snprintf(path, sizeof path, "%s/config.json", c->dir);
   if (rc == QV_OK) rc = config_read(path, &c->cfg, err);

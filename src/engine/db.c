@@ -34,7 +34,7 @@ static int name_cmp(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static qv_rc register_coll(qv_db *db, qv_collection *c, qv_err *err) {
+qv_rc db_register_locked(qv_db *db, qv_collection *c, qv_err *err) {
   qv_collection **n = qv_realloc(db->colls, (db->n_colls + 1) * sizeof *n);
   if (n == NULL) return qv_err_set(err, QV_ENOMEM, "no memory");
   db->colls = n;
@@ -62,7 +62,7 @@ static qv_rc open_all(qv_db *db, qv_err *err) {
     if (name_validate(e->d_name, NULL) != QV_OK) continue;
     qv_collection *c;
     rc = collection_open(db, e->d_name, &c, err);
-    if (rc == QV_OK && (rc = register_coll(db, c, err)) != QV_OK) collection_unref(c);
+    if (rc == QV_OK && (rc = db_register_locked(db, c, err)) != QV_OK) collection_unref(c);
   }
   closedir(d);
   return rc;
@@ -131,7 +131,7 @@ void qv_close(qv_db *db) {
   qv_free(db);
 }
 
-static qv_collection *find(qv_db *db, const char *name, size_t *at) {
+qv_collection *db_find_locked(qv_db *db, const char *name, size_t *at) {
   for (size_t i = 0; i < db->n_colls; i++)
     if (strcmp(db->colls[i]->name, name) == 0) {
       if (at) *at = i;
@@ -146,7 +146,7 @@ qv_rc qv_collection_create(qv_db *db, const char *name,
   if (rc == QV_OK) rc = config_validate(cfg, err);
   if (rc != QV_OK) return rc;
   pthread_mutex_lock(&db->mu);
-  if (find(db, name, NULL) != NULL) {
+  if (db_find_locked(db, name, NULL) != NULL) {
     pthread_mutex_unlock(&db->mu);
     return qv_err_set(err, QV_EEXIST, "collection \"%s\" already exists", name);
   }
@@ -172,7 +172,7 @@ qv_rc qv_collection_create(qv_db *db, const char *name,
   if (rc == QV_OK) rc = fileio_fsync_dir(path, err);
   qv_collection *c = NULL;
   if (rc == QV_OK) rc = collection_open(db, name, &c, err);
-  if (rc == QV_OK && (rc = register_coll(db, c, err)) != QV_OK) collection_unref(c);
+  if (rc == QV_OK && (rc = db_register_locked(db, c, err)) != QV_OK) collection_unref(c);
   if (rc != QV_OK) fileio_remove_tree(tmp, NULL);
   pthread_mutex_unlock(&db->mu);
   return rc;
@@ -183,28 +183,33 @@ qv_rc qv_collection_drop(qv_db *db, const char *name, qv_err *err) {
   if (rc != QV_OK) return rc;
   pthread_mutex_lock(&db->mu);
   size_t at;
-  qv_collection *c = find(db, name, &at);
+  qv_collection *c = db_find_locked(db, name, &at);
   if (c == NULL) {
     pthread_mutex_unlock(&db->mu);
     return qv_err_set(err, QV_ENOTFOUND, "collection \"%s\" does not exist", name);
   }
-  char trash[PATH_MAX], path[PATH_MAX];
-  snprintf(trash, sizeof trash, "%s/collections/.trash-%llu", db->path,
-           (unsigned long long)++db->tmp_seq);
-  if (rename(c->dir, trash) != 0) {
-    rc = qv_err_set(err, QV_EIO, "rename %s: %s", c->dir, strerror(errno));
-  } else {
-    snprintf(path, sizeof path, "%s/collections", db->path);
-    fileio_fsync_dir(path, NULL);
-    char *old = c->dir;
-    c->dir = qv_strdup(trash);
-    qv_free(old);
-    c->dropped = true;
-    db->colls[at] = db->colls[--db->n_colls];
-  }
+  rc = db_drop_locked(db, c, at, err);
   pthread_mutex_unlock(&db->mu);
   if (rc == QV_OK) collection_unref(c); /* the registry's reference */
   return rc;
+}
+
+/* Moves the collection's directory to a trash name and takes it out of the
+ * registry; the caller then drops the registry's reference. */
+qv_rc db_drop_locked(qv_db *db, qv_collection *c, size_t at, qv_err *err) {
+  char trash[PATH_MAX], path[PATH_MAX];
+  snprintf(trash, sizeof trash, "%s/collections/.trash-%llu", db->path,
+           (unsigned long long)++db->tmp_seq);
+  if (rename(c->dir, trash) != 0)
+    return qv_err_set(err, QV_EIO, "rename %s: %s", c->dir, strerror(errno));
+  snprintf(path, sizeof path, "%s/collections", db->path);
+  fileio_fsync_dir(path, NULL);
+  char *old = c->dir;
+  c->dir = qv_strdup(trash);
+  qv_free(old);
+  c->dropped = true;
+  db->colls[at] = db->colls[--db->n_colls];
+  return QV_OK;
 }
 
 qv_rc qv_collection_get(qv_db *db, const char *name, qv_collection **out,
@@ -212,7 +217,7 @@ qv_rc qv_collection_get(qv_db *db, const char *name, qv_collection **out,
   qv_rc rc = name_validate(name, err);
   if (rc != QV_OK) return rc;
   pthread_mutex_lock(&db->mu);
-  qv_collection *c = find(db, name, NULL);
+  qv_collection *c = db_find_locked(db, name, NULL);
   if (c != NULL) __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
   pthread_mutex_unlock(&db->mu);
   if (c == NULL)

@@ -45,7 +45,16 @@ qv_rc name_validate(const char *name, qv_err *err);
 /* collection.c */
 qv_rc collection_open(qv_db *db, const char *name, qv_collection **out,
                       qv_err *err);
+/* The same for a collection directory somewhere else (a snapshot being
+ * restored is checked where it was unpacked before it is moved in). */
+qv_rc collection_open_dir(qv_db *db, const char *name, const char *dir,
+                          qv_collection **out, qv_err *err);
 void collection_unref(qv_collection *c);
+
+/* db.c: registry access for snapshot restore (db->mu held). */
+qv_rc db_register_locked(qv_db *db, qv_collection *c, qv_err *err);
+qv_collection *db_find_locked(qv_db *db, const char *name, size_t *at);
+qv_rc db_drop_locked(qv_db *db, qv_collection *c, size_t at, qv_err *err);
 
 /* optimizer.c */
 qv_rc optimizer_start(qv_db *db, qv_err *err);

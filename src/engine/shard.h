@@ -110,6 +110,12 @@ uint32_t shard_pending(shard *sh);
  * old one; the write lock is held. */
 void shard_install_list(shard *sh, seglist *nl);
 
+/* Appends a consistent snapshot of the shard to the archive, its members
+ * under `prefix/` (snapshot.c). Writes may continue meanwhile. */
+struct tar_writer;
+qv_rc shard_snapshot(shard *sh, struct tar_writer *t, const char *prefix,
+                     qv_err *err);
+
 /* Make the shard refuse further writes after a durability failure. */
 void shard_fail(shard *sh, const char *why);
 

@@ -749,3 +749,23 @@ qv_rc wal_drop_before(wal *w, uint64_t lsn, qv_err *err) {
   if (fileio_fsync_dir(w->dir, &e) != QV_OK) return set_failed(w, &e, err);
   return rc;
 }
+
+qv_rc wal_list_files(wal *w, wal_file_fn fn, void *ctx, qv_err *err) {
+  /* Appends (the caller's lock excludes them) and rotations grow the file
+   * table, so the snapshot of it is taken under mu. */
+  pthread_mutex_lock(&w->mu);
+  size_t n = w->n_files;
+  wal_file *copy = qv_malloc((n + 1) * sizeof *copy);
+  if (copy != NULL) memcpy(copy, w->files, n * sizeof *copy);
+  pthread_mutex_unlock(&w->mu);
+  if (copy == NULL) return qv_err_set(err, QV_ENOMEM, "wal %s: no memory", w->dir);
+  qv_rc rc = QV_OK;
+  for (size_t i = 0; rc == QV_OK && i < n; i++) {
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/%020llu.wal", w->dir,
+             (unsigned long long)copy[i].first_lsn);
+    rc = fn(ctx, path, copy[i].first_lsn, copy[i].size_bytes, err);
+  }
+  qv_free(copy);
+  return rc;
+}

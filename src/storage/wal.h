@@ -65,6 +65,15 @@ qv_rc wal_drop_before(wal *w, uint64_t lsn, qv_err *err);
 
 uint64_t wal_bytes(const wal *w); /* bytes of log on disk */
 
+/* Calls fn for each log file, oldest first, with its path, the LSN of its
+ * first record and the bytes of whole records in it at the time of the call
+ * (a snapshot copies exactly those bytes). The caller must keep appends and
+ * wal_drop_before from running meanwhile if it needs the list to stay
+ * true. */
+typedef qv_rc (*wal_file_fn)(void *ctx, const char *path, uint64_t first_lsn,
+                             uint64_t bytes, qv_err *err);
+qv_rc wal_list_files(wal *w, wal_file_fn fn, void *ctx, qv_err *err);
+
 /* ---- added for tests, fuzzers and metrics -------------------------------- */
 
 /* Bytes of the frame header before each record's payload (magic u32,
