@@ -110,9 +110,22 @@ QV_API qv_rc qv_distance_parse(const char *name, qv_distance *out, qv_err *err);
 
 #define QV_DIM_MAX 65535u
 #define QV_NAME_MAX 255u
+#define QV_VECTORS_MAX 16u     /* named vectors per collection */
+#define QV_VECTOR_NAME_MAX 63u /* bytes of a vector name */
+
+/* A named vector of a collection (Qdrant's named vectors). */
+typedef struct qv_vector_params {
+  char name[QV_VECTOR_NAME_MAX + 1]; /* non-empty: letters, digits, _ - . */
+  uint32_t dim;                      /* 1..65535 */
+  qv_distance distance;
+  uint32_t hnsw_m;            /* 0 = the collection's */
+  uint32_t hnsw_ef_construct; /* 0 = the collection's */
+} qv_vector_params;
 
 typedef struct qv_collection_config {
-  uint32_t dim;          /* 1..65535, required */
+  /* The unnamed vector: 1..65535, or 0 when the collection has only named
+   * vectors (n_named > 0). */
+  uint32_t dim;
   qv_distance distance;  /* default QV_COSINE */
   uint32_t hnsw_m;       /* graph degree, 4..128, default 16 */
   uint32_t hnsw_ef_construct; /* build beam, 8..4096, default 100 */
@@ -122,6 +135,11 @@ typedef struct qv_collection_config {
   uint32_t segment_max_points;
   /* Segments smaller than this are searched exactly (default 10,000). */
   uint32_t full_scan_threshold;
+  /* Named vectors, besides or instead of the unnamed one. A point must carry
+   * the unnamed vector when the collection has one; named ones are optional
+   * per point (a point without one is never found through it). */
+  uint32_t n_named;
+  qv_vector_params named[QV_VECTORS_MAX];
 } qv_collection_config;
 
 /* Fills `c` with the defaults; dim stays 0 and must be set. */
@@ -137,23 +155,35 @@ typedef struct qv_open_opts {
 
 QV_API void qv_open_opts_init(qv_open_opts *o);
 
+typedef struct qv_named_vector {
+  const char *name;
+  const float *vector;
+  uint32_t dim;
+} qv_named_vector;
+
 /* A point to write. The library copies everything it keeps; the caller keeps
- * ownership of `vector` and `payload`. `payload` is a JSON object as text
+ * ownership of the vectors and `payload`. `payload` is a JSON object as text
  * (NULL or "" means {}); it is stored and returned verbatim. */
 typedef struct qv_point {
   qv_point_id id;
-  const float *vector; /* `dim` floats */
+  const float *vector; /* the unnamed vector, `dim` floats (NULL when the
+                          collection has only named vectors) */
   uint32_t dim;        /* length of vector; must equal the collection's */
   const char *payload;
   size_t payload_len;  /* bytes of payload; 0 with non-NULL payload = strlen */
+  const qv_named_vector *named; /* named vectors of the point, any subset */
+  uint32_t n_named;
 } qv_point;
 
 /* A point read back. Owned by the qv_records that holds it. */
 typedef struct qv_record {
   qv_point_id id;
-  const float *vector; /* dim floats, NULL unless requested */
+  const float *vector; /* the unnamed vector, NULL unless requested (or the
+                          collection has none) */
   const char *payload; /* NUL-terminated JSON, NULL unless requested */
   size_t payload_len;
+  qv_named_vector *named; /* the point's named vectors when requested */
+  uint32_t n_named;
 } qv_record;
 
 typedef struct qv_records {
@@ -341,6 +371,9 @@ typedef struct qv_search_params {
   /* An optional payload filter, combined with allow_ids by AND. The same
    * promise holds: k results whenever k points match. Borrowed. */
   const qv_filter *filter;
+  /* Which vector to search: NULL or "" = the unnamed one, else a named
+   * vector; `dim` of the query must be that vector's. */
+  const char *vector_name;
 } qv_search_params;
 
 QV_API void qv_search_params_init(qv_search_params *p);

@@ -43,9 +43,7 @@ qv_rc collection_open_dir(qv_db *db, const char *name, const char *dir,
   snprintf(path, sizeof path, "%s/config.json", c->dir);
   if (rc == QV_OK) rc = config_read(path, &c->cfg, err);
   if (rc == QV_OK) {
-    c->metric = c->cfg.distance == QV_EUCLID       ? VEC_L2SQ
-                : c->cfg.distance == QV_MANHATTAN ? VEC_L1
-                                                   : VEC_NEG_DOT;
+    spaces_from_config(&c->cfg, &c->sp);
     c->shards = qv_calloc(c->cfg.shard_number, sizeof *c->shards);
     if (c->shards == NULL) rc = qv_err_set(err, QV_ENOMEM, "no memory");
   }
@@ -80,12 +78,16 @@ static uint32_t shard_of(const qv_collection *c, const qv_point_id *id) {
   return c->n_shards == 1 ? 0 : (uint32_t)(id_hash(id) % c->n_shards);
 }
 
-static qv_rc check_vector(const qv_collection *c, const float *v, size_t dim,
-                          const char *what, qv_err *err) {
-  if (v == NULL) return qv_err_set(err, QV_EINVAL, "%s: no vector", what);
-  if (dim != c->cfg.dim)
-    return qv_err_set(err, QV_EDIM, "%s: %zu dimensions, \"%s\" expects %u", what,
-                      dim, c->name, c->cfg.dim);
+static qv_rc check_vector(const vspace *x, const float *v, size_t dim, const char *what,
+                          qv_err *err) {
+  const char *name = x->name[0] ? x->name : NULL;
+  if (v == NULL)
+    return qv_err_set(err, QV_EINVAL, "%s: no vector%s%s", what, name ? " " : "",
+                      name ? name : "");
+  if (dim != x->dim)
+    return qv_err_set(err, QV_EDIM, "%s: %zu dimensions, %s%s%s expects %u", what, dim,
+                      name ? "vector \"" : "the collection", name ? name : "",
+                      name ? "\"" : "", x->dim);
   for (size_t i = 0; i < dim; i++)
     if (!isfinite(v[i]))
       return qv_err_set(err, QV_EINVAL, "%s: component %zu is %s; vectors must be finite",
@@ -117,51 +119,96 @@ static void point_name(const qv_point *p, size_t i, char *buf, size_t cap) {
   snprintf(buf, cap, "point %s (#%zu)", qv_id_format(&p->id, id), i);
 }
 
+/* Checks point p and fills slot[0 .. sp.n) with its vectors (NULL where it
+ * has none), copied into `store` and normalised for Cosine spaces. */
+static qv_rc prepare_point(const qv_collection *c, const qv_point *p, size_t i,
+                           const float **slot, float *store, size_t *plen, qv_err *err) {
+  char what[80];
+  point_name(p, i, what, sizeof what);
+  const spaces *sp = &c->sp;
+  for (uint32_t s = 0; s < sp->n; s++) slot[s] = NULL;
+  qv_rc rc = QV_OK;
+  if (sp->n > 0 && sp->s[0].name[0] == 0) {
+    rc = check_vector(&sp->s[0], p->vector, p->dim, what, err);
+    slot[0] = p->vector;
+  } else if (p->vector != NULL) {
+    rc = qv_err_set(err, QV_EINVAL, "%s: collection \"%s\" has only named vectors", what,
+                    c->name);
+  }
+  if (p->n_named > 0 && p->named == NULL)
+    rc = qv_err_set(err, QV_EINVAL, "%s: n_named without vectors", what);
+  for (uint32_t k = 0; rc == QV_OK && k < p->n_named; k++) {
+    const qv_named_vector *nv = &p->named[k];
+    int s = nv->name && nv->name[0] ? spaces_find(sp, nv->name) : -1;
+    if (s < 0)
+      rc = qv_err_set(err, QV_EINVAL, "%s: collection \"%s\" has no vector named \"%.64s\"",
+                      what, c->name, nv->name ? nv->name : "");
+    else if (slot[s] != NULL)
+      rc = qv_err_set(err, QV_EINVAL, "%s: vector \"%s\" given twice", what, nv->name);
+    else if ((rc = check_vector(&sp->s[s], nv->vector, nv->dim, what, err)) == QV_OK)
+      slot[s] = nv->vector;
+  }
+  if (rc == QV_OK) {
+    bool any = false;
+    for (uint32_t s = 0; s < sp->n; s++) any |= slot[s] != NULL;
+    if (!any) rc = qv_err_set(err, QV_EINVAL, "%s: no vector", what);
+  }
+  if (rc == QV_OK) rc = check_payload(p, plen, what, err);
+  if (rc != QV_OK) return rc;
+  for (uint32_t s = 0; s < sp->n; s++) {
+    float *dst = store;
+    store += sp->s[s].dim;
+    if (slot[s] == NULL) continue;
+    memcpy(dst, slot[s], (size_t)sp->s[s].dim * sizeof(float));
+    if (sp->s[s].distance == QV_COSINE) vec_normalize(dst, sp->s[s].dim);
+    slot[s] = dst;
+  }
+  return QV_OK;
+}
+
 qv_rc qv_upsert(qv_collection *c, const qv_point *pts, size_t n, qv_err *err) {
   if (n == 0) return QV_OK;
   if (pts == NULL) return qv_err_set(err, QV_EINVAL, "upsert: no points");
-  uint32_t dim = c->cfg.dim;
-  float *vecs = qv_malloc_aligned(n * dim * sizeof(float));
+  const uint32_t ns = c->sp.n;
+  size_t row_floats = 0;
+  for (uint32_t s = 0; s < ns; s++) row_floats += c->sp.s[s].dim;
+  float *store = qv_malloc_aligned(n * row_floats * sizeof(float));
+  const float **slots = qv_malloc(n * ns * sizeof *slots + 1);
   qv_point *norm = qv_malloc(n * sizeof *norm);
-  qv_rc rc = (vecs && norm) ? QV_OK
-                            : qv_err_set(err, QV_ENOMEM, "upsert of %zu points: no memory", n);
+  qv_rc rc = (store && slots && norm)
+                 ? QV_OK
+                 : qv_err_set(err, QV_ENOMEM, "upsert of %zu points: no memory", n);
   for (size_t i = 0; rc == QV_OK && i < n; i++) {
-    char what[80];
-    point_name(&pts[i], i, what, sizeof what);
-    size_t plen;
-    rc = check_vector(c, pts[i].vector, pts[i].dim, what, err);
-    if (rc == QV_OK) rc = check_payload(&pts[i], &plen, what, err);
-    if (rc != QV_OK) break;
+    size_t plen = 0;
+    rc = prepare_point(c, &pts[i], i, slots + i * ns, store + i * row_floats, &plen, err);
     norm[i] = pts[i];
     norm[i].id = id_clean(&pts[i].id);
     norm[i].payload_len = plen;
-    memcpy(vecs + i * dim, pts[i].vector, (size_t)dim * sizeof(float));
-    if (c->cfg.distance == QV_COSINE) vec_normalize(vecs + i * dim, dim);
   }
   if (rc == QV_OK && c->n_shards == 1) {
-    rc = shard_upsert(c->shards[0], norm, vecs, n, err);
+    rc = shard_upsert(c->shards[0], norm, slots, n, err);
   } else if (rc == QV_OK) {
     /* Group by shard, keeping each shard's points in call order so that the
      * last write of a duplicated id wins. */
     qv_point *part = qv_malloc(n * sizeof *part);
-    float *pv = qv_malloc_aligned(n * dim * sizeof(float));
-    if (part == NULL || pv == NULL)
-      rc = qv_err_set(err, QV_ENOMEM, "upsert: no memory");
+    const float **pslots = qv_malloc(n * ns * sizeof *pslots + 1);
+    if (part == NULL || pslots == NULL) rc = qv_err_set(err, QV_ENOMEM, "upsert: no memory");
     for (uint32_t s = 0; rc == QV_OK && s < c->n_shards; s++) {
       size_t m = 0;
       for (size_t i = 0; i < n; i++) {
         if (shard_of(c, &norm[i].id) != s) continue;
         part[m] = norm[i];
-        memcpy(pv + m * dim, vecs + i * dim, (size_t)dim * sizeof(float));
+        memcpy(pslots + m * ns, slots + i * ns, ns * sizeof *slots);
         m++;
       }
-      if (m) rc = shard_upsert(c->shards[s], part, pv, m, err);
+      if (m) rc = shard_upsert(c->shards[s], part, pslots, m, err);
     }
     qv_free(part);
-    qv_free_aligned(pv);
+    qv_free(pslots);
   }
   qv_free(norm);
-  qv_free_aligned(vecs);
+  qv_free(slots);
+  qv_free_aligned(store);
   return rc;
 }
 
@@ -290,19 +337,20 @@ static bool passes(qv_distance d, float score, float t) {
   return (d == QV_COSINE || d == QV_DOT) ? score > t : score < t;
 }
 
-static qv_rc search_one(qv_collection *c, const float *query,
+static qv_rc search_one(qv_collection *c, uint32_t space, const float *query,
                         const qv_search_params *p, const idmap *allow,
                         const size_t *allow_per_shard, shard_hit *buf,
                         qv_hit *hits, size_t *n_hits, qv_err *err) {
-  uint32_t dim = c->cfg.dim;
+  const vspace *x = &c->sp.s[space];
+  uint32_t dim = x->dim;
   float *q = qv_malloc_aligned((size_t)dim * sizeof(float));
   if (q == NULL) return qv_err_set(err, QV_ENOMEM, "search: no memory");
   memcpy(q, query, (size_t)dim * sizeof(float));
-  if (c->cfg.distance == QV_COSINE) vec_normalize(q, dim);
+  if (x->distance == QV_COSINE) vec_normalize(q, dim);
   uint32_t kk = p->k + p->offset;
   topk t;
   topk_init(&t, buf, kk);
-  shard_search_args a = {q, p->ef ? p->ef : (kk > 64 ? kk : 64), p->exact, allow, 0,
+  shard_search_args a = {q, space, p->ef ? p->ef : (kk > 64 ? kk : 64), p->exact, allow, 0,
                          p->filter};
   qv_rc rc = QV_OK;
   for (uint32_t s = 0; rc == QV_OK && s < c->n_shards; s++) {
@@ -315,8 +363,8 @@ static qv_rc search_one(qv_collection *c, const float *query,
   topk_sort(&t);
   size_t n = 0;
   for (uint32_t i = p->offset; i < t.n; i++) {
-    float score = to_score(c->cfg.distance, t.h[i].dist);
-    if (p->has_score_threshold && !passes(c->cfg.distance, score, p->score_threshold))
+    float score = to_score(x->distance, t.h[i].dist);
+    if (p->has_score_threshold && !passes(x->distance, score, p->score_threshold))
       continue;
     hits[n].id = t.h[i].id;
     hits[n].score = score;
@@ -334,10 +382,19 @@ qv_rc qv_search_batch(qv_collection *c, const float *queries, size_t n,
   if ((uint64_t)p->k + p->offset > 1000000)
     return qv_err_set(err, QV_EINVAL, "search: k + offset = %llu exceeds 1000000",
                       (unsigned long long)p->k + p->offset);
+  int space = spaces_find(&c->sp, p->vector_name);
+  if (space < 0) {
+    if (p->vector_name && p->vector_name[0])
+      return qv_err_set(err, QV_EINVAL, "search: collection \"%s\" has no vector named \"%.64s\"",
+                        c->name, p->vector_name);
+    return qv_err_set(err, QV_EINVAL,
+                      "search: collection \"%s\" has only named vectors; name one to search",
+                      c->name);
+  }
   for (size_t i = 0; i < n; i++) {
     char what[40];
     snprintf(what, sizeof what, "query %zu", i);
-    qv_rc rc = check_vector(c, queries ? queries + i * c->cfg.dim : NULL, dim, what, err);
+    qv_rc rc = check_vector(&c->sp.s[space], queries ? queries + i * dim : NULL, dim, what, err);
     if (rc != QV_OK) return rc;
   }
   idmap allow;
@@ -362,7 +419,7 @@ qv_rc qv_search_batch(qv_collection *c, const float *queries, size_t n,
     if (buf == NULL) rc = qv_err_set(err, QV_ENOMEM, "search: no memory");
   }
   for (size_t i = 0; rc == QV_OK && i < n; i++)
-    rc = search_one(c, queries + i * c->cfg.dim, p, p->allow_ids ? &allow : NULL,
+    rc = search_one(c, (uint32_t)space, queries + i * dim, p, p->allow_ids ? &allow : NULL,
                     per_shard, buf, hits + i * p->k, &n_hits[i], err);
   qv_free(buf);
   qv_free(per_shard);
@@ -410,7 +467,8 @@ qv_rc qv_collection_info_get(qv_collection *c, qv_collection_info *out,
       if (g->state == SEG_FROZEN) out->pending_builds++;
       if (g->state == SEG_SEALED) {
         out->indexed_vectors_count += rows - __atomic_load_n(&g->n_dead, __ATOMIC_RELAXED);
-        out->graph_bytes += g->graph ? hnsw_memory_bytes(g->graph) : 0;
+        for (uint32_t k = 0; k < c->sp.n; k++)
+          out->graph_bytes += g->graph[k] ? hnsw_memory_bytes(g->graph[k]) : 0;
         out->build_seconds += g->build_seconds;
       }
     }

@@ -1,10 +1,12 @@
 /* config.c: collection configuration — defaults, validation, and its
  * config.json (written atomically; read back with every field checked). */
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "base/alloc.h"
+#include "base/crc32c.h"
 #include "base/err.h"
 #include "base/fileio.h"
 #include "engine/engine.h"
@@ -41,8 +43,51 @@ qv_rc qv_distance_parse(const char *name, qv_distance *out, qv_err *err) {
                     name ? name : "(null)");
 }
 
+static bool name_char_ok(char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '_' || ch == '-' || ch == '.';
+}
+
+static qv_rc validate_named(const qv_collection_config *c, qv_err *err) {
+  if (c->n_named > QV_VECTORS_MAX)
+    return qv_err_set(err, QV_EINVAL, "%u named vectors: at most %u", c->n_named, QV_VECTORS_MAX);
+  for (uint32_t i = 0; i < c->n_named; i++) {
+    const qv_vector_params *v = &c->named[i];
+    size_t len = strnlen(v->name, sizeof v->name);
+    if (len == 0 || len > QV_VECTOR_NAME_MAX)
+      return qv_err_set(err, QV_EINVAL, "named vector %u: name of %zu bytes, expected 1..%u", i,
+                        len, QV_VECTOR_NAME_MAX);
+    for (size_t k = 0; k < len; k++)
+      if (!name_char_ok(v->name[k]))
+        return qv_err_set(err, QV_EINVAL,
+                          "vector name \"%.63s\": only letters, digits, '_', '-', '.'", v->name);
+    for (uint32_t j = 0; j < i; j++)
+      if (strncmp(c->named[j].name, v->name, sizeof v->name) == 0)
+        return qv_err_set(err, QV_EINVAL, "vector name \"%.63s\" appears twice", v->name);
+    if (v->dim < 1 || v->dim > QV_DIM_MAX)
+      return qv_err_set(err, QV_EINVAL, "vector \"%.63s\": size %u, expected 1..%u", v->name,
+                        v->dim, QV_DIM_MAX);
+    if ((unsigned)v->distance > QV_MANHATTAN)
+      return qv_err_set(err, QV_EINVAL, "vector \"%.63s\": unknown distance", v->name);
+    if (v->hnsw_m && (v->hnsw_m < HNSW_M_MIN || v->hnsw_m > HNSW_M_MAX))
+      return qv_err_set(err, QV_EINVAL, "vector \"%.63s\": hnsw m %u, expected %u..%u",
+                        v->name, v->hnsw_m, HNSW_M_MIN, HNSW_M_MAX);
+    if (v->hnsw_ef_construct && (v->hnsw_ef_construct < HNSW_EF_CONSTRUCT_MIN ||
+                                 v->hnsw_ef_construct > HNSW_EF_CONSTRUCT_MAX))
+      return qv_err_set(err, QV_EINVAL, "vector \"%.63s\": ef_construct %u, expected %u..%u",
+                        v->name, v->hnsw_ef_construct, HNSW_EF_CONSTRUCT_MIN,
+                        HNSW_EF_CONSTRUCT_MAX);
+  }
+  return QV_OK;
+}
+
 qv_rc config_validate(const qv_collection_config *c, qv_err *err) {
-  if (c->dim < 1 || c->dim > QV_DIM_MAX)
+  qv_rc rc = validate_named(c, err);
+  if (rc != QV_OK) return rc;
+  if (c->dim == 0 && c->n_named == 0)
+    return qv_err_set(err, QV_EINVAL, "vector size 0: expected 1..%u, or named vectors",
+                      QV_DIM_MAX);
+  if (c->dim > QV_DIM_MAX)
     return qv_err_set(err, QV_EINVAL, "vector size %u: expected 1..%u", c->dim, QV_DIM_MAX);
   if ((unsigned)c->distance > QV_MANHATTAN)
     return qv_err_set(err, QV_EINVAL, "distance %d: unknown", (int)c->distance);
@@ -72,9 +117,7 @@ qv_rc name_validate(const char *name, qv_err *err) {
     return qv_err_set(err, QV_EINVAL, "collection name \"%s\" is reserved", name);
   for (size_t i = 0; i < n; i++) {
     char ch = name[i];
-    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-             (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' || ch == '.';
-    if (!ok)
+    if (!name_char_ok(ch))
       return qv_err_set(err, QV_EINVAL,
                         "collection name \"%.60s\": character %zu (0x%02x) is not a "
                         "letter, digit, '_', '-' or '.'",
@@ -92,7 +135,26 @@ qv_rc config_write(const char *path, const qv_collection_config *c, qv_err *err)
                         (json_int_t)c->shard_number, "segment_max_points",
                         (json_int_t)c->segment_max_points, "full_scan_threshold",
                         (json_int_t)c->full_scan_threshold);
-  char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+  if (o != NULL && c->n_named > 0) {
+    json_t *arr = json_array();
+    for (uint32_t i = 0; arr && i < c->n_named; i++) {
+      const qv_vector_params *v = &c->named[i];
+      json_array_append_new(
+          arr, json_pack("{s:s, s:I, s:s, s:I, s:I}", "name", v->name, "dim",
+                         (json_int_t)v->dim, "distance", qv_distance_name(v->distance),
+                         "hnsw_m", (json_int_t)v->hnsw_m, "hnsw_ef_construct",
+                         (json_int_t)v->hnsw_ef_construct));
+    }
+    json_object_set_new(o, "vectors", arr);
+  }
+  /* A flipped digit is still valid JSON: a CRC-32C of the canonical compact
+   * form (sorted keys, without the checksum) catches it. */
+  char *canon = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+  if (canon != NULL) {
+    json_object_set_new(o, "checksum", json_integer(crc32c(canon, strlen(canon))));
+    free(canon);
+  }
+  char *text = canon ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
   json_decref(o);
   if (text == NULL) return qv_err_set(err, QV_ENOMEM, "config %s: no memory", path);
   qv_rc rc = fileio_write_atomic(path, text, strlen(text), err);
@@ -110,15 +172,26 @@ qv_rc config_read(const char *path, qv_collection_config *c, qv_err *err) {
   json_t *o = json_loadb(text, n, 0, &je);
   qv_free(text);
   if (o == NULL) return QV_CORRUPT(err, "%s: %s (line %d)", path, je.text, je.line);
+  json_t *sum = json_object_get(o, "checksum");
+  json_int_t want = json_is_integer(sum) ? json_integer_value(sum) : -1;
+  json_object_del(o, "checksum");
+  char *canon = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+  bool sum_ok = canon != NULL && want == (json_int_t)crc32c(canon, strlen(canon));
+  free(canon);
+  if (!sum_ok) {
+    json_decref(o);
+    return QV_CORRUPT(err, "%s: checksum mismatch (or missing)", path);
+  }
   json_int_t format, dim, m, efc, shards, segmax, fst;
   const char *dist;
+  json_t *named = NULL;
   qv_collection_config cfg;
   qv_collection_config_init(&cfg);
-  if (json_unpack_ex(o, &je, JSON_STRICT, "{s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}",
+  if (json_unpack_ex(o, &je, JSON_STRICT, "{s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s?o}",
                      "format", &format, "dim", &dim, "distance", &dist, "hnsw_m",
                      &m, "hnsw_ef_construct", &efc, "shard_number", &shards,
                      "segment_max_points", &segmax, "full_scan_threshold",
-                     &fst) != 0) {
+                     &fst, "vectors", &named) != 0) {
     rc = QV_CORRUPT(err, "%s: %s", path, je.text);
   } else if (format != 1) {
     rc = QV_CORRUPT(err, "%s: format %lld, expected 1", path, (long long)format);
@@ -128,14 +201,36 @@ qv_rc config_read(const char *path, qv_collection_config *c, qv_err *err) {
              efc > 100000 || shards < 0 || shards > 100000 || segmax < 0 ||
              segmax > UINT32_MAX || fst < 0 || fst > UINT32_MAX) {
     rc = QV_CORRUPT(err, "%s: a value is out of range", path);
+  } else if (named != NULL &&
+             (!json_is_array(named) || json_array_size(named) > QV_VECTORS_MAX)) {
+    rc = QV_CORRUPT(err, "%s: \"vectors\" must be an array of at most %u", path,
+                    QV_VECTORS_MAX);
   } else {
+    for (size_t i = 0; named && rc == QV_OK && i < json_array_size(named); i++) {
+      qv_vector_params *v = &cfg.named[cfg.n_named++];
+      const char *vname, *vdist;
+      json_int_t vdim, vm, vefc;
+      if (json_unpack_ex(json_array_get(named, i), &je, JSON_STRICT, "{s:s, s:I, s:s, s:I, s:I}",
+                         "name", &vname, "dim", &vdim, "distance", &vdist, "hnsw_m", &vm,
+                         "hnsw_ef_construct", &vefc) != 0 ||
+          strlen(vname) > QV_VECTOR_NAME_MAX || vdim < 0 || vdim > QV_DIM_MAX || vm < 0 ||
+          vm > 100000 || vefc < 0 || vefc > 100000 ||
+          qv_distance_parse(vdist, &v->distance, NULL) != QV_OK) {
+        rc = QV_CORRUPT(err, "%s: named vector %zu is malformed", path, i);
+        break;
+      }
+      snprintf(v->name, sizeof v->name, "%s", vname);
+      v->dim = (uint32_t)vdim;
+      v->hnsw_m = (uint32_t)vm;
+      v->hnsw_ef_construct = (uint32_t)vefc;
+    }
     cfg.dim = (uint32_t)dim;
     cfg.hnsw_m = (uint32_t)m;
     cfg.hnsw_ef_construct = (uint32_t)efc;
     cfg.shard_number = (uint32_t)shards;
     cfg.segment_max_points = (uint32_t)segmax;
     cfg.full_scan_threshold = (uint32_t)fst;
-    if (config_validate(&cfg, err) != QV_OK)
+    if (rc == QV_OK && config_validate(&cfg, err) != QV_OK)
       rc = QV_CORRUPT(err, "%s: %s", path, err ? err->msg : "invalid");
   }
   json_decref(o);

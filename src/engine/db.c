@@ -94,6 +94,10 @@ qv_rc qv_open(const char *path, const qv_open_opts *opts, qv_db **out,
   db->lock_fd = -1;
   db->opts = o;
   db->path = qv_strdup(path);
+  if (db->path == NULL) {
+    qv_free(db);
+    return qv_err_set(err, QV_ENOMEM, "open: no memory");
+  }
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   db->n_threads = o.optimizer_threads ? o.optimizer_threads : (ncpu > 0 ? (uint32_t)ncpu : 1);
   pthread_mutex_init(&db->mu, NULL);

@@ -14,7 +14,7 @@ struct qv_collection {
   char *name;
   char *dir;
   qv_collection_config cfg;
-  vec_metric metric;
+  spaces sp;
   shard **shards;
   uint32_t n_shards;
   int refs;     /* the registry's one plus one per borrower */

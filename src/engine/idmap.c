@@ -26,8 +26,7 @@ idmap_entry *idmap_get(const idmap *m, const qv_point_id *id) {
   }
 }
 
-static qv_rc grow(idmap *m) {
-  size_t ncap = m->cap ? m->cap * 2 : 1024;
+static qv_rc grow_to(idmap *m, size_t ncap) {
   idmap_entry *ns = qv_calloc(ncap, sizeof *ns);
   if (ns == NULL) return QV_ENOMEM;
   for (size_t i = 0; i < m->cap; i++) {
@@ -53,7 +52,7 @@ qv_rc idmap_put(idmap *m, const qv_point_id *id, struct segment *seg,
     return QV_OK;
   }
   if ((m->n + 1) * 10 > m->cap * 7) {
-    qv_rc rc = grow(m);
+    qv_rc rc = grow_to(m, m->cap ? m->cap * 2 : 1024);
     if (rc != QV_OK) return rc;
   }
   size_t i = slot_of(m, id);
@@ -86,4 +85,10 @@ void idmap_del(idmap *m, const qv_point_id *id) {
   }
   memset(&m->slots[i], 0, sizeof m->slots[i]);
   m->n--;
+}
+
+qv_rc idmap_reserve(idmap *m, size_t more) {
+  size_t cap = m->cap ? m->cap : 1024;
+  while ((m->n + more + 1) * 10 > cap * 7) cap *= 2;
+  return cap == m->cap ? QV_OK : grow_to(m, cap);
 }

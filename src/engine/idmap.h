@@ -35,5 +35,8 @@ idmap_entry *idmap_get(const idmap *m, const qv_point_id *id);
 qv_rc idmap_put(idmap *m, const qv_point_id *id, struct segment *seg,
                 uint32_t row, uint64_t lsn);
 void idmap_del(idmap *m, const qv_point_id *id);
+/* Makes room for `more` new entries, so that the next `more` puts cannot
+ * fail. Errors: QV_ENOMEM (the map is unchanged). */
+qv_rc idmap_reserve(idmap *m, size_t more);
 
 #endif

@@ -37,24 +37,33 @@ static void put_id(rec_buf *b, const qv_point_id *id) {
     put(b, &id->num, 8);
 }
 
-qv_rc rec_encode_upsert(rec_buf *b, const qv_point *pts, const float *vecs,
-                        size_t n, uint32_t dim) {
-  size_t need = 9;
-  for (size_t i = 0; i < n; i++)
-    need += 17 + 4 + pts[i].payload_len + (size_t)dim * 4;
+qv_rc rec_encode_upsert(rec_buf *b, const qv_point *pts, const float *const *vecs,
+                        size_t n, const spaces *sp) {
+  size_t need = 6 + 4 * (size_t)sp->n;
+  for (size_t i = 0; i < n; i++) {
+    need += 17 + 4 + pts[i].payload_len;
+    for (uint32_t s = 0; s < sp->n; s++)
+      need += 1 + (vecs[i * sp->n + s] ? (size_t)sp->s[s].dim * 4 : 0);
+  }
   b->n = 0;
   if (reserve(b, need) != QV_OK) return QV_ENOMEM;
-  uint8_t type = REC_UPSERT;
+  uint8_t type = REC_UPSERT, ns = (uint8_t)sp->n;
   uint32_t n32 = (uint32_t)n;
   put(b, &type, 1);
   put(b, &n32, 4);
-  put(b, &dim, 4);
+  put(b, &ns, 1);
+  for (uint32_t s = 0; s < sp->n; s++) put(b, &sp->s[s].dim, 4);
   for (size_t i = 0; i < n; i++) {
     put_id(b, &pts[i].id);
     uint32_t pl = (uint32_t)pts[i].payload_len;
     put(b, &pl, 4);
     if (pl) put(b, pts[i].payload, pl);
-    put(b, vecs + i * dim, (size_t)dim * 4);
+    for (uint32_t s = 0; s < sp->n; s++) {
+      const float *v = vecs[i * sp->n + s];
+      uint8_t present = v != NULL;
+      put(b, &present, 1);
+      if (v) put(b, v, (size_t)sp->s[s].dim * 4);
+    }
   }
   return QV_OK;
 }
@@ -89,8 +98,9 @@ static int take_id(cursor *c, qv_point_id *id) {
   return kind ? take(c, id->uuid, 16) : take(c, &id->num, 8);
 }
 
-/* One pass over the record; with `v` NULL it only checks. */
-static qv_rc walk(const void *rec, size_t len, uint32_t dim,
+/* One pass over the record; with `v` NULL it only checks. scratch holds one
+ * vector of every space back to back. */
+static qv_rc walk(const void *rec, size_t len, const spaces *sp,
                   const rec_visitor *v, float *scratch, qv_err *err) {
   cursor c = {rec, (const unsigned char *)rec + len};
   uint8_t type;
@@ -107,19 +117,37 @@ static qv_rc walk(const void *rec, size_t len, uint32_t dim,
       }
     }
   } else if (type == REC_UPSERT) {
-    uint32_t rdim = 0;
-    if (!take(&c, &rdim, 4) || rdim != dim)
-      return QV_CORRUPT(err, "upsert record: dimension %u, collection has %u",
-                        rdim, dim);
+    uint8_t ns = 0;
+    if (!take(&c, &ns, 1) || ns != sp->n)
+      return QV_CORRUPT(err, "upsert record: %u vector spaces, collection has %u", ns, sp->n);
+    for (uint32_t s = 0; s < ns; s++) {
+      uint32_t rdim = 0;
+      if (!take(&c, &rdim, 4) || rdim != sp->s[s].dim)
+        return QV_CORRUPT(err, "upsert record: space %u has dimension %u, collection has %u",
+                          s, rdim, sp->s[s].dim);
+    }
     for (uint32_t i = 0; i < n; i++) {
       uint32_t pl;
       if (!take_id(&c, &id) || !take(&c, &pl, 4))
         return QV_CORRUPT(err, "upsert record: bad point %u", i);
       const char *payload = (const char *)c.p;
-      if (!take(&c, NULL, pl) || !take(&c, scratch, (size_t)dim * 4))
-        return QV_CORRUPT(err, "upsert record: point %u overruns the record", i);
+      if (!take(&c, NULL, pl)) return QV_CORRUPT(err, "upsert record: point %u overruns", i);
+      const float *vecs[QV_SPACES_MAX];
+      float *at = scratch;
+      for (uint32_t s = 0; s < ns; s++) {
+        uint8_t present;
+        if (!take(&c, &present, 1) || present > 1)
+          return QV_CORRUPT(err, "upsert record: point %u: bad presence byte", i);
+        vecs[s] = NULL;
+        if (present) {
+          if (!take(&c, at, (size_t)sp->s[s].dim * 4))
+            return QV_CORRUPT(err, "upsert record: point %u overruns the record", i);
+          vecs[s] = at;
+        }
+        at += sp->s[s].dim;
+      }
       if (v) {
-        qv_rc rc = v->upsert(v->ctx, &id, scratch, payload, pl);
+        qv_rc rc = v->upsert(v->ctx, &id, vecs, payload, pl);
         if (rc != QV_OK) return rc;
       }
     }
@@ -131,12 +159,14 @@ static qv_rc walk(const void *rec, size_t len, uint32_t dim,
   return QV_OK;
 }
 
-qv_rc rec_decode(const void *rec, size_t len, uint32_t dim,
+qv_rc rec_decode(const void *rec, size_t len, const spaces *sp,
                  const rec_visitor *v, qv_err *err) {
-  float *scratch = qv_malloc((size_t)dim * 4 + 4);
+  size_t floats = 0;
+  for (uint32_t s = 0; s < sp->n; s++) floats += sp->s[s].dim;
+  float *scratch = qv_malloc(floats * 4 + 4);
   if (scratch == NULL) return qv_err_set(err, QV_ENOMEM, "log record: no memory");
-  qv_rc rc = walk(rec, len, dim, NULL, scratch, err);
-  if (rc == QV_OK) rc = walk(rec, len, dim, v, scratch, err);
+  qv_rc rc = walk(rec, len, sp, NULL, scratch, err);
+  if (rc == QV_OK) rc = walk(rec, len, sp, v, scratch, err);
   qv_free(scratch);
   return rc;
 }

@@ -1,7 +1,8 @@
 /* record.h: the engine's operations as write-ahead log records.
  *
- *   upsert: u8 1, u32 n, u32 dim, n x { id, u32 payload_len, payload bytes,
- *           dim x f32 }
+ *   upsert: u8 1, u32 n, u8 n_spaces, n_spaces x u32 dim,
+ *           n x { id, u32 payload_len, payload bytes,
+ *                 n_spaces x { u8 present, present ? dim x f32 } }
  *   delete: u8 2, u32 n, n x { id }
  *   id:     u8 0 + u64 (integer) | u8 1 + 16 bytes (UUID)
  *
@@ -13,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/space.h"
 #include "quiver.h"
 
 enum { REC_UPSERT = 1, REC_DELETE = 2 };
@@ -24,23 +26,25 @@ typedef struct rec_buf {
 
 void rec_buf_free(rec_buf *b);
 
-/* Encoders; each returns QV_ENOMEM on allocation failure. `vecs` holds the
- * n vectors back to back. */
-qv_rc rec_encode_upsert(rec_buf *b, const qv_point *pts, const float *vecs,
-                        size_t n, uint32_t dim);
+/* Encoders; each returns QV_ENOMEM on allocation failure. vecs[i * sp->n + s]
+ * is point i's vector of space s, NULL when the point has none. Only the ids
+ * and payloads of `pts` are read. */
+qv_rc rec_encode_upsert(rec_buf *b, const qv_point *pts, const float *const *vecs,
+                        size_t n, const spaces *sp);
 qv_rc rec_encode_delete(rec_buf *b, const qv_point_id *ids, size_t n);
 
 typedef struct rec_visitor {
   void *ctx;
-  qv_rc (*upsert)(void *ctx, const qv_point_id *id, const float *vec,
+  /* vecs[s]: the point's vector of space s, NULL when absent */
+  qv_rc (*upsert)(void *ctx, const qv_point_id *id, const float *const *vecs,
                   const char *payload, uint32_t payload_len);
   qv_rc (*del)(void *ctx, const qv_point_id *id);
 } rec_visitor;
 
 /* Checks the whole record first (QV_ECORRUPT if it does not parse or its
- * dimension differs from `dim`), then calls the visitor for each item.
- * Vectors passed to the visitor are aligned copies valid for the call. */
-qv_rc rec_decode(const void *rec, size_t len, uint32_t dim,
+ * spaces differ from `sp`), then calls the visitor for each item. Vectors
+ * passed to the visitor are aligned copies valid for the call. */
+qv_rc rec_decode(const void *rec, size_t len, const spaces *sp,
                  const rec_visitor *v, qv_err *err);
 
 #endif

@@ -26,53 +26,66 @@ static void release(const void *p, size_t n) {
   if (p != NULL) munmap((void *)p, n ? n : 1);
 }
 
-static size_t vec_bytes(const segment *s) {
-  return (size_t)s->cap * s->dim * sizeof(float);
+static size_t vec_bytes(const segment *s, uint32_t i) {
+  return (size_t)s->cap * s->sp->s[i].dim * sizeof(float);
 }
 
-qv_rc segment_new_mutable(uint32_t dim, uint32_t cap, uint64_t first_lsn,
+void segment_graph_path(const char *dir, uint32_t i, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s/graph-%u.qvh", dir, i);
+}
+
+qv_rc segment_new_mutable(const spaces *sp, uint32_t cap, uint64_t first_lsn,
                           segment **out, qv_err *err) {
   segment *s = qv_calloc(1, sizeof *s);
   if (s == NULL) return qv_err_set(err, QV_ENOMEM, "segment: no memory");
   s->state = SEG_MUTABLE;
-  s->dim = dim;
+  s->sp = sp;
   s->cap = cap;
   s->refs = 1;
   s->first_lsn = first_lsn;
-  s->vecs = reserve(vec_bytes(s));
+  bool ok = true;
+  for (uint32_t i = 0; i < sp->n; i++) {
+    s->vecs[i] = reserve(vec_bytes(s, i));
+    s->present[i] = reserve(cap);
+    ok &= s->vecs[i] != NULL && s->present[i] != NULL;
+  }
   s->ids = reserve((size_t)cap * sizeof(qv_point_id));
   s->ins_lsn = reserve((size_t)cap * 8);
   s->del_lsn = reserve((size_t)cap * 8);
   s->payloads = reserve((size_t)cap * sizeof(char *));
   s->payload_lens = reserve((size_t)cap * 4);
   s->pjson = reserve((size_t)cap * sizeof(json_t *));
-  if (!s->vecs || !s->ids || !s->ins_lsn || !s->del_lsn || !s->payloads ||
+  if (!ok || !s->ids || !s->ins_lsn || !s->del_lsn || !s->payloads ||
       !s->payload_lens || !s->pjson) {
     segment_unref(s);
-    return qv_err_set(err, QV_ENOMEM, "segment: cannot reserve %u rows of %u floats",
-                      cap, dim);
+    return qv_err_set(err, QV_ENOMEM, "segment: cannot reserve %u rows", cap);
   }
   *out = s;
   return QV_OK;
 }
 
-qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, uint32_t dim,
-                          vec_metric metric, segment **out, qv_err *err) {
+qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, const spaces *sp,
+                          segment **out, qv_err *err) {
   char path[PATH_MAX];
   segment *s = qv_calloc(1, sizeof *s);
   if (s == NULL) return qv_err_set(err, QV_ENOMEM, "segment: no memory");
   s->state = SEG_SEALED;
   s->seg_id = seg_id;
-  s->dim = dim;
+  s->sp = sp;
   s->refs = 1;
   s->dir = qv_strdup(dir);
   segfile_data d;
+  uint32_t dims[QV_SPACES_MAX];
+  for (uint32_t i = 0; i < sp->n; i++) dims[i] = sp->s[i].dim;
   snprintf(path, sizeof path, "%s/segment.qvs", dir);
-  qv_rc rc = s->dir ? segfile_open(path, dim, &s->map, &d, err)
+  qv_rc rc = s->dir ? segfile_open(path, dims, sp->n, &s->map, &d, err)
                     : qv_err_set(err, QV_ENOMEM, "segment: no memory");
   if (rc != QV_OK) goto fail;
   s->cap = s->n_rows = d.n_rows;
-  s->vecs = d.vecs;
+  for (uint32_t i = 0; i < sp->n; i++) {
+    s->vecs[i] = d.vecs[i];
+    s->present[i] = d.present[i];
+  }
   s->ids = d.ids;
   s->ins_lsn = d.lsns;
   s->payload_off = d.payload_off;
@@ -96,9 +109,13 @@ qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, uint32_t dim,
     goto fail;
   }
   for (uint32_t i = 0; i < d.n_rows; i++) s->del_lsn[i] = LSN_LIVE;
-  if (d.n_rows > 0) {
-    snprintf(path, sizeof path, "%s/graph.qvh", dir);
-    rc = hnsw_load(path, d.vecs, d.n_rows, dim, metric, &s->graph, err);
+  /* A space gets a graph when some row has its vector (shard_build.c). */
+  for (uint32_t i = 0; i < sp->n && d.n_rows > 0; i++) {
+    bool any = memchr(d.present[i], 1, d.n_rows) != NULL;
+    s->all_present[i] = memchr(d.present[i], 0, d.n_rows) == NULL;
+    if (!any) continue;
+    segment_graph_path(dir, i, path, sizeof path);
+    rc = hnsw_load(path, d.vecs[i], d.n_rows, sp->s[i].dim, sp->s[i].metric, &s->graph[i], err);
     if (rc != QV_OK) goto fail;
   }
   *out = s;
@@ -142,7 +159,7 @@ void segment_unref(segment *s) {
   if (s == NULL || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   free_pjson(s);
   if (s->state == SEG_SEALED) {
-    hnsw_free(s->graph);
+    for (uint32_t i = 0; i < QV_SPACES_MAX; i++) hnsw_free(s->graph[i]);
     fileio_unmap(&s->map);
     qv_free(s->del_lsn);
     qv_free(s->pjson);
@@ -155,7 +172,10 @@ void segment_unref(segment *s) {
     uint32_t n = s->n_rows;
     if (s->payloads)
       for (uint32_t i = 0; i < n; i++) qv_free(s->payloads[i]);
-    release(s->vecs, vec_bytes(s));
+    for (uint32_t i = 0; s->sp && i < s->sp->n; i++) {
+      release(s->vecs[i], vec_bytes(s, i));
+      release(s->present[i], s->cap);
+    }
     release(s->ids, (size_t)s->cap * sizeof(qv_point_id));
     release(s->ins_lsn, (size_t)s->cap * 8);
     release(s->del_lsn, (size_t)s->cap * 8);
@@ -168,16 +188,22 @@ void segment_unref(segment *s) {
   qv_free(s);
 }
 
-qv_rc segment_append(segment *s, const qv_point_id *id, const float *vec,
-                     const char *payload, uint32_t payload_len, uint64_t lsn,
-                     uint32_t *row) {
+qv_rc segment_append(segment *s, const qv_point_id *id, const float *const *vecs,
+                     const char *payload, uint32_t payload_len, char *owned_payload,
+                     uint64_t lsn, uint32_t *row) {
   uint32_t r = s->n_rows;
-  char *pl = NULL;
-  if (payload_len > 0) {
+  char *pl = owned_payload;
+  if (pl == NULL && payload_len > 0) {
     pl = qv_strndup(payload, payload_len);
     if (pl == NULL) return QV_ENOMEM;
   }
-  memcpy((float *)s->vecs + (size_t)r * s->dim, vec, (size_t)s->dim * sizeof(float));
+  /* Reserved pages start zeroed, so an absent vector stays all zeros. */
+  for (uint32_t i = 0; i < s->sp->n; i++) {
+    if (vecs[i] == NULL) continue;
+    uint32_t dim = s->sp->s[i].dim;
+    memcpy((float *)s->vecs[i] + (size_t)r * dim, vecs[i], (size_t)dim * sizeof(float));
+    ((uint8_t *)s->present[i])[r] = 1;
+  }
   ((qv_point_id *)s->ids)[r] = id_clean(id);
   ((uint64_t *)s->ins_lsn)[r] = lsn;
   s->del_lsn[r] = LSN_LIVE;
@@ -185,6 +211,17 @@ qv_rc segment_append(segment *s, const qv_point_id *id, const float *vec,
   s->payload_lens[r] = payload_len;
   __atomic_store_n(&s->n_rows, r + 1, __ATOMIC_RELEASE);
   *row = r;
+  return QV_OK;
+}
+
+qv_rc segment_reserve_tombs(segment *s, uint32_t more) {
+  if (s->n_tombs + more <= s->cap_tombs) return QV_OK;
+  uint32_t ncap = s->cap_tombs ? s->cap_tombs : 64;
+  while (ncap < s->n_tombs + more) ncap *= 2;
+  segfile_tomb *t = qv_realloc(s->tombs, (size_t)ncap * sizeof *t);
+  if (t == NULL) return QV_ENOMEM;
+  s->tombs = t;
+  s->cap_tombs = ncap;
   return QV_OK;
 }
 
@@ -217,7 +254,10 @@ const char *segment_payload(const segment *s, uint32_t row, uint32_t *len) {
 }
 
 uint64_t segment_vector_bytes(const segment *s) {
-  return (uint64_t)segment_rows(s) * s->dim * sizeof(float);
+  uint64_t b = 0;
+  for (uint32_t i = 0; i < s->sp->n; i++)
+    b += (uint64_t)segment_rows(s) * s->sp->s[i].dim * sizeof(float);
+  return b;
 }
 
 uint64_t segment_payload_bytes(const segment *s) {

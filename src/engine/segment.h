@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "base/fileio.h"
+#include "engine/space.h"
 #include "index/hnsw.h"
 #include "quiver.h"
 #include "storage/segfile.h"
@@ -39,11 +40,15 @@ typedef enum seg_state { SEG_MUTABLE, SEG_FROZEN, SEG_SEALED } seg_state;
 typedef struct segment {
   uint64_t seg_id; /* file name of a sealed segment */
   seg_state state;
-  uint32_t dim;
-  uint32_t cap;    /* rows reserved (mutable) or held (sealed) */
-  uint32_t n_rows; /* published rows; atomic, release on append */
+  const spaces *sp; /* the collection's vector spaces (outlives segments) */
+  uint32_t cap;     /* rows reserved (mutable) or held (sealed) */
+  uint32_t n_rows;  /* published rows; atomic, release on append */
 
-  const float *vecs;
+  /* per vector space: rows x dim floats (zeros where absent), presence */
+  const float *vecs[QV_SPACES_MAX];
+  const uint8_t *present[QV_SPACES_MAX];
+  hnsw *graph[QV_SPACES_MAX]; /* sealed only; NULL for a space no row has */
+  bool all_present[QV_SPACES_MAX]; /* sealed: every row has the vector */
   const qv_point_id *ids;
   const uint64_t *ins_lsn;
   uint64_t *del_lsn; /* always writable memory */
@@ -64,7 +69,6 @@ typedef struct segment {
   uint32_t n_tombs, cap_tombs;
 
   uint64_t first_lsn, end_lsn; /* writes covered; end set when frozen */
-  hnsw *graph;                 /* sealed only */
   double build_seconds;
 
   fileio_map map; /* sealed: the segment file */
@@ -73,24 +77,32 @@ typedef struct segment {
   int refs;
 } segment;
 
-/* A new mutable segment with room for `cap` rows of `dim` floats. Memory is
- * reserved, not committed: pages are touched only as rows arrive. */
-qv_rc segment_new_mutable(uint32_t dim, uint32_t cap, uint64_t first_lsn,
+/* A new mutable segment with room for `cap` rows. Memory is reserved, not
+ * committed: pages are touched only as rows arrive. `sp` is borrowed. */
+qv_rc segment_new_mutable(const spaces *sp, uint32_t cap, uint64_t first_lsn,
                           segment **out, qv_err *err);
 
-/* Opens sealed segment directory `dir` (segment.qvs + graph.qvh). */
-qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, uint32_t dim,
-                          vec_metric metric, segment **out, qv_err *err);
+/* Opens sealed segment directory `dir` (segment.qvs + graph-<space>.qvh). */
+qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, const spaces *sp,
+                          segment **out, qv_err *err);
+
+/* The graph file of space `i` in segment directory `dir`. */
+void segment_graph_path(const char *dir, uint32_t i, char *buf, size_t cap);
 
 void segment_ref(segment *s);
 void segment_unref(segment *s); /* accepts NULL */
 
 /* Appends a row; the caller holds the shard's write lock and has checked
- * n_rows < cap. Copies vector and payload. Errors: QV_ENOMEM. */
-qv_rc segment_append(segment *s, const qv_point_id *id, const float *vec,
-                     const char *payload, uint32_t payload_len, uint64_t lsn,
-                     uint32_t *row);
+ * n_rows < cap. `vecs[i]` is the row's vector of space i, NULL when absent.
+ * Copies vectors and payload — unless `owned_payload` is non-NULL: then that
+ * qv_malloc'd copy (payload_len bytes + NUL) is taken over and nothing is
+ * allocated, so the append cannot fail. Errors: QV_ENOMEM. */
+qv_rc segment_append(segment *s, const qv_point_id *id, const float *const *vecs,
+                     const char *payload, uint32_t payload_len, char *owned_payload,
+                     uint64_t lsn, uint32_t *row);
 qv_rc segment_add_tomb(segment *s, const qv_point_id *id, uint64_t lsn);
+/* Room for `more` tombstones, so the next `more` adds cannot fail. */
+qv_rc segment_reserve_tombs(segment *s, uint32_t more);
 /* Marks row as replaced or deleted by the write at `lsn`. */
 void segment_kill(segment *s, uint32_t row, uint64_t lsn);
 
@@ -102,8 +114,12 @@ static inline bool segment_visible(const segment *s, uint32_t row,
   return s->ins_lsn[row] <= snap &&
          __atomic_load_n(&s->del_lsn[row], __ATOMIC_ACQUIRE) > snap;
 }
-static inline const float *segment_vec(const segment *s, uint32_t row) {
-  return s->vecs + (size_t)row * s->dim;
+static inline const float *segment_vec(const segment *s, uint32_t space,
+                                       uint32_t row) {
+  return s->vecs[space] + (size_t)row * s->sp->s[space].dim;
+}
+static inline bool segment_has(const segment *s, uint32_t space, uint32_t row) {
+  return s->present[space][row] != 0;
 }
 const char *segment_payload(const segment *s, uint32_t row, uint32_t *len);
 /* The row's payload as parsed JSON, NULL for an empty payload; parsed once

@@ -63,16 +63,21 @@ typedef struct apply_ctx {
   shard *sh;
   uint64_t lsn;
   size_t n_deleted;
+  /* live writes: payload copies made before the record was logged, taken
+   * over in order, so that applying a logged record cannot fail */
+  char **owned;
+  size_t next_owned;
 } apply_ctx;
 
-static qv_rc apply_upsert(void *vctx, const qv_point_id *id, const float *vec,
+static qv_rc apply_upsert(void *vctx, const qv_point_id *id, const float *const *vecs,
                           const char *payload, uint32_t payload_len) {
   apply_ctx *a = vctx;
   shard *sh = a->sh;
   idmap_entry *e = idmap_get(&sh->map, id);
   if (e != NULL) segment_kill(e->seg, e->row, a->lsn);
   uint32_t row;
-  qv_rc rc = segment_append(sh->mut, id, vec, payload, payload_len, a->lsn, &row);
+  char *own = a->owned ? a->owned[a->next_owned++] : NULL;
+  qv_rc rc = segment_append(sh->mut, id, vecs, payload, payload_len, own, a->lsn, &row);
   if (rc == QV_OK) rc = idmap_put(&sh->map, id, sh->mut, row, a->lsn);
   return rc;
 }
@@ -91,11 +96,11 @@ static qv_rc apply_delete(void *vctx, const qv_point_id *id) {
 static const rec_visitor apply_visitor = {NULL, apply_upsert, apply_delete};
 
 static qv_rc apply_record(shard *sh, uint64_t lsn, const void *rec, size_t len,
-                          size_t *n_deleted, qv_err *err) {
-  apply_ctx a = {sh, lsn, 0};
+                          char **owned, size_t *n_deleted, qv_err *err) {
+  apply_ctx a = {sh, lsn, 0, owned, 0};
   rec_visitor v = apply_visitor;
   v.ctx = &a;
-  qv_rc rc = rec_decode(rec, len, sh->cfg.dim, &v, err);
+  qv_rc rc = rec_decode(rec, len, &sh->sp, &v, err);
   if (rc == QV_ENOMEM) qv_err_set(err, rc, "shard %s: no memory to apply a write", sh->dir);
   if (n_deleted) *n_deleted = a.n_deleted;
   if (rc == QV_OK) __atomic_store_n(&sh->applied_lsn, lsn, __ATOMIC_RELEASE);
@@ -114,7 +119,7 @@ void shard_install_list(shard *sh, seglist *nl) {
 static qv_rc new_mutable(shard *sh, qv_err *err) {
   segment *m;
   uint64_t first = __atomic_load_n(&sh->applied_lsn, __ATOMIC_RELAXED) + 1;
-  qv_rc rc = segment_new_mutable(sh->cfg.dim, sh->mutable_cap, first, &m, err);
+  qv_rc rc = segment_new_mutable(&sh->sp, sh->mutable_cap, first, &m, err);
   if (rc != QV_OK) return rc;
   uint32_t n = sh->list ? sh->list->n : 0;
   seglist *nl = seglist_new(n + 1);
@@ -172,8 +177,7 @@ static qv_rc load_sealed(shard *sh, const manifest *m, qv_err *err) {
     snprintf(path, sizeof path, "%s/segments/%llu", sh->dir,
              (unsigned long long)m->segment_ids[i]);
     segment *s;
-    qv_rc rc = segment_open_sealed(path, m->segment_ids[i], sh->cfg.dim,
-                                   sh->metric, &s, err);
+    qv_rc rc = segment_open_sealed(path, m->segment_ids[i], &sh->sp, &s, err);
     if (rc != QV_OK) return rc;
     l->segs[l->n++] = s;
     for (uint32_t r = 0; r < s->n_rows; r++) {
@@ -231,12 +235,12 @@ static qv_rc replay_one(void *vctx, uint64_t lsn, const void *rec, size_t len,
   shard *sh = ((replay_ctx *)vctx)->sh;
   /* Keep segments within capacity as live writes do; no log rotation here,
    * the files being replayed are still open for reading. */
-  if (segment_rows(sh->mut) + (len / (sh->cfg.dim * 4u + 1)) + 1 > sh->mutable_cap) {
+  if (segment_rows(sh->mut) + len / (sh->row_bytes + 1) + 1 > sh->mutable_cap) {
     bool frozen;
     qv_rc rc = freeze_locked(sh, false, &frozen, err);
     if (rc != QV_OK) return rc;
   }
-  return apply_record(sh, lsn, rec, len, NULL, err);
+  return apply_record(sh, lsn, rec, len, NULL, NULL, err);
 }
 
 qv_rc shard_open(const char *dir, uint32_t shard_no,
@@ -248,11 +252,11 @@ qv_rc shard_open(const char *dir, uint32_t shard_no,
   sh->shard_no = shard_no;
   sh->cfg = *cfg;
   sh->n_threads = n_threads ? n_threads : 1;
-  sh->metric = cfg->distance == QV_EUCLID       ? VEC_L2SQ
-               : cfg->distance == QV_MANHATTAN ? VEC_L1
-                                               : VEC_NEG_DOT;
+  spaces_from_config(cfg, &sh->sp);
+  sh->row_bytes = 0;
+  for (uint32_t i = 0; i < sh->sp.n; i++) sh->row_bytes += sh->sp.s[i].dim * 4u;
   uint64_t cap = cfg->segment_max_points;
-  uint64_t by_bytes = MUTABLE_MAX_VECTOR_BYTES / ((uint64_t)cfg->dim * 4);
+  uint64_t by_bytes = MUTABLE_MAX_VECTOR_BYTES / (sh->row_bytes ? sh->row_bytes : 1);
   if (cap > by_bytes) cap = by_bytes;
   if (cap < 16) cap = 16;
   sh->mutable_cap = (uint32_t)cap;
@@ -276,6 +280,15 @@ qv_rc shard_open(const char *dir, uint32_t shard_no,
   }
   snprintf(path, sizeof path, "%s/wal", dir);
   if (rc == QV_OK) rc = wal_open(path, m.checkpoint_lsn + 1, &sh->log, err);
+  /* Every write after the checkpoint must still be in the log: a log that
+   * starts later lost its oldest file. */
+  if (rc == QV_OK && wal_first_lsn(sh->log) > m.checkpoint_lsn + 1)
+    rc = QV_CORRUPT(err, "shard %s: the log starts at LSN %llu but the checkpoint is %llu: "
+                    "log records %llu..%llu are missing", dir,
+                    (unsigned long long)wal_first_lsn(sh->log),
+                    (unsigned long long)m.checkpoint_lsn,
+                    (unsigned long long)m.checkpoint_lsn + 1,
+                    (unsigned long long)wal_first_lsn(sh->log) - 1);
   if (rc == QV_OK) rc = new_mutable(sh, err);
   if (rc == QV_OK) {
     replay_ctx rctx = {sh};
@@ -322,15 +335,55 @@ static qv_rc check_open(shard *sh, qv_err *err) {
 
 /* ---- writes -------------------------------------------------------------- */
 
-/* Appends the encoded record in sh->buf and applies it; write lock held. */
-static qv_rc log_and_apply(shard *sh, uint64_t *lsn, size_t *n_deleted,
+/* What applying a record may allocate, done before it is logged: after the
+ * append, applying can no longer fail for want of memory, so a logged write
+ * is never half applied. */
+typedef struct prepared {
+  char **owned; /* payload copies, one per upserted point (NULL if empty) */
+  size_t n_owned;
+} prepared;
+
+static void prepared_free(prepared *p) {
+  for (size_t i = 0; p->owned && i < p->n_owned; i++) qv_free(p->owned[i]);
+  qv_free(p->owned);
+  p->owned = NULL;
+  p->n_owned = 0;
+}
+
+/* Write lock held. `pts` are the record's points (upsert) or NULL with
+ * `n_ids` ids (delete). */
+static qv_rc prepare(shard *sh, const qv_point *pts, size_t n, prepared *p, qv_err *err) {
+  memset(p, 0, sizeof *p);
+  bool ok = idmap_reserve(&sh->map, n) == QV_OK;
+  if (ok && pts == NULL) ok = segment_reserve_tombs(sh->mut, (uint32_t)n) == QV_OK;
+  if (ok && pts != NULL) {
+    p->owned = qv_calloc(n + 1, sizeof *p->owned);
+    ok = p->owned != NULL;
+    for (size_t i = 0; ok && i < n; i++, p->n_owned++)
+      if (pts[i].payload_len > 0)
+        ok = (p->owned[i] = qv_strndup(pts[i].payload, pts[i].payload_len)) != NULL;
+  }
+  if (!ok) {
+    prepared_free(p);
+    return qv_err_set(err, QV_ENOMEM, "write of %zu points: no memory", n);
+  }
+  return QV_OK;
+}
+
+/* Appends the encoded record in sh->buf and applies it; write lock held and
+ * `p` prepared for it. Consumes the payload copies. */
+static qv_rc log_and_apply(shard *sh, prepared *p, uint64_t *lsn, size_t *n_deleted,
                            qv_err *err) {
   qv_rc rc = wal_append(sh->log, sh->buf.p, sh->buf.n, lsn, err);
   if (rc != QV_OK) {
     shard_fail(sh, err ? err->msg : "log append failed");
+    prepared_free(p);
     return rc;
   }
-  rc = apply_record(sh, *lsn, sh->buf.p, sh->buf.n, n_deleted, err);
+  rc = apply_record(sh, *lsn, sh->buf.p, sh->buf.n, p->owned, n_deleted, err);
+  qv_free(p->owned); /* the copies now belong to the segment */
+  p->owned = NULL;
+  p->n_owned = 0;
   if (rc != QV_OK) /* logged but not applied: memory and log disagree */
     shard_fail(sh, err ? err->msg : "apply failed");
   return rc;
@@ -342,8 +395,8 @@ static qv_rc sync_or_fail(shard *sh, uint64_t lsn, qv_err *err) {
   return rc;
 }
 
-qv_rc shard_upsert(shard *sh, const qv_point *pts, const float *vecs, size_t n,
-                   qv_err *err) {
+qv_rc shard_upsert(shard *sh, const qv_point *pts, const float *const *vecs,
+                   size_t n, qv_err *err) {
   uint64_t lsn = 0;
   qv_rc rc = QV_OK;
   /* A record must fit one mutable segment: split big batches. */
@@ -357,10 +410,12 @@ qv_rc shard_upsert(shard *sh, const qv_point *pts, const float *vecs, size_t n,
       rc = freeze_locked(sh, true, &frozen, err);
     }
     if (rc == QV_OK &&
-        rec_encode_upsert(&sh->buf, pts + at, vecs + at * sh->cfg.dim, chunk,
-                          sh->cfg.dim) != QV_OK)
+        rec_encode_upsert(&sh->buf, pts + at, vecs + at * sh->sp.n, chunk, &sh->sp) !=
+            QV_OK)
       rc = qv_err_set(err, QV_ENOMEM, "upsert of %zu points: no memory", chunk);
-    if (rc == QV_OK) rc = log_and_apply(sh, &lsn, NULL, err);
+    prepared prep;
+    if (rc == QV_OK) rc = prepare(sh, pts + at, chunk, &prep, err);
+    if (rc == QV_OK) rc = log_and_apply(sh, &prep, &lsn, NULL, err);
     pthread_rwlock_unlock(&sh->lock);
     at += chunk;
   }
@@ -388,9 +443,11 @@ qv_rc shard_delete(shard *sh, const qv_point_id *ids, size_t n,
     if (!dup) live[n_live++] = ids[i];
   }
   if (rc == QV_OK && n_live > 0) {
+    prepared prep;
     if (rec_encode_delete(&sh->buf, live, n_live) != QV_OK)
       rc = qv_err_set(err, QV_ENOMEM, "delete: no memory");
-    if (rc == QV_OK) rc = log_and_apply(sh, &lsn, &deleted, err);
+    if (rc == QV_OK) rc = prepare(sh, NULL, n_live, &prep, err);
+    if (rc == QV_OK) rc = log_and_apply(sh, &prep, &lsn, &deleted, err);
   }
   pthread_rwlock_unlock(&sh->lock);
   qv_free(live);
@@ -439,7 +496,7 @@ static qv_rc collect_targets(shard *sh, const qv_point_id *ids, size_t n,
 qv_rc shard_rewrite_payloads(shard *sh, const qv_point_id *ids, size_t n,
                              const qv_filter *filter, payload_fn fn, void *ctx,
                              size_t *n_changed, qv_err *err) {
-  uint32_t dim = sh->cfg.dim;
+  uint32_t ns = sh->sp.n;
   target *t = NULL;
   size_t nt = 0, done = 0;
   uint64_t lsn = 0;
@@ -448,10 +505,10 @@ qv_rc shard_rewrite_payloads(shard *sh, const qv_point_id *ids, size_t n,
   if (rc == QV_OK) rc = collect_targets(sh, ids, n, filter, &t, &nt, err);
   size_t chunk_cap = nt < sh->mutable_cap ? nt : sh->mutable_cap;
   qv_point *pts = NULL;
-  float *vecs = NULL;
+  const float **vecs = NULL;
   if (rc == QV_OK && nt > 0) {
     pts = qv_calloc(chunk_cap, sizeof *pts);
-    vecs = qv_malloc_aligned(chunk_cap * dim * sizeof(float));
+    vecs = qv_malloc(chunk_cap * ns * sizeof *vecs + 1);
     if (pts == NULL || vecs == NULL)
       rc = qv_err_set(err, QV_ENOMEM, "payload update of %zu points: no memory", nt);
   }
@@ -462,17 +519,21 @@ qv_rc shard_rewrite_payloads(shard *sh, const qv_point_id *ids, size_t n,
       target *x = &t[at + i];
       char *text = NULL;
       rc = fn(ctx, segment_payload_json(x->seg, x->row), &text, err);
-      memcpy(vecs + i * dim, segment_vec(x->seg, x->row), (size_t)dim * sizeof(float));
-      pts[i] = (qv_point){.id = x->id, .vector = vecs + i * dim, .dim = dim,
-                          .payload = text, .payload_len = text ? strlen(text) : 0};
+      /* The old rows stay mapped while the write lock is held: point at them. */
+      for (uint32_t sp = 0; sp < ns; sp++)
+        vecs[i * ns + sp] =
+            segment_has(x->seg, sp, x->row) ? segment_vec(x->seg, sp, x->row) : NULL;
+      pts[i] = (qv_point){.id = x->id, .payload = text, .payload_len = text ? strlen(text) : 0};
     }
     if (rc == QV_OK && segment_rows(sh->mut) + m > sh->mutable_cap) {
       bool frozen;
       rc = freeze_locked(sh, true, &frozen, err);
     }
-    if (rc == QV_OK && rec_encode_upsert(&sh->buf, pts, vecs, m, dim) != QV_OK)
+    if (rc == QV_OK && rec_encode_upsert(&sh->buf, pts, vecs, m, &sh->sp) != QV_OK)
       rc = qv_err_set(err, QV_ENOMEM, "payload update: no memory");
-    if (rc == QV_OK) rc = log_and_apply(sh, &lsn, NULL, err);
+    prepared prep;
+    if (rc == QV_OK) rc = prepare(sh, pts, m, &prep, err);
+    if (rc == QV_OK) rc = log_and_apply(sh, &prep, &lsn, NULL, err);
     for (size_t i = 0; i < m; i++) {
       qv_free((char *)pts[i].payload);
       pts[i].payload = NULL;
@@ -483,7 +544,7 @@ qv_rc shard_rewrite_payloads(shard *sh, const qv_point_id *ids, size_t n,
   pthread_rwlock_unlock(&sh->lock);
   qv_free(t);
   qv_free(pts);
-  qv_free_aligned(vecs);
+  qv_free(vecs);
   if (rc == QV_OK && lsn) rc = sync_or_fail(sh, lsn, err);
   if (rc == QV_OK && n_changed) *n_changed = done;
   return rc;

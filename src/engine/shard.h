@@ -41,7 +41,8 @@ typedef struct shard {
   char *dir;
   uint32_t shard_no;
   qv_collection_config cfg;
-  vec_metric metric;
+  spaces sp; /* segments point here: it lives as long as the shard */
+  uint32_t row_bytes; /* bytes of all vectors of one row */
   uint32_t mutable_cap;
 
   wal *log;
@@ -66,10 +67,11 @@ qv_rc shard_open(const char *dir, uint32_t shard_no,
                  shard **out, qv_err *err);
 void shard_close(shard *sh); /* accepts NULL */
 
-/* Writes; points are validated and (Cosine) normalised by the caller, and
- * `vecs` holds their stored vectors back to back. */
-qv_rc shard_upsert(shard *sh, const qv_point *pts, const float *vecs, size_t n,
-                   qv_err *err);
+/* Writes; points are validated and (Cosine) normalised by the caller.
+ * vecs[i * sp.n + s] is point i's stored vector of space s (NULL: none);
+ * only ids and payloads are read from `pts`. */
+qv_rc shard_upsert(shard *sh, const qv_point *pts, const float *const *vecs,
+                   size_t n, qv_err *err);
 qv_rc shard_delete(shard *sh, const qv_point_id *ids, size_t n,
                    size_t *n_deleted, qv_err *err);
 

@@ -40,7 +40,9 @@ typedef struct build {
   uint32_t n;
   segment **src_seg;
   uint32_t *src_row;
-  float *vecs;
+  float *vecs[QV_SPACES_MAX];
+  uint8_t *present[QV_SPACES_MAX];
+  uint32_t n_present[QV_SPACES_MAX];
   qv_point_id *ids;
   uint64_t *lsns;
   uint64_t *poff;
@@ -59,7 +61,10 @@ static double now_s(void) {
 static void build_free(build *b) {
   qv_free(b->src_seg);
   qv_free(b->src_row);
-  qv_free_aligned(b->vecs);
+  for (uint32_t i = 0; i < QV_SPACES_MAX; i++) {
+    qv_free_aligned(b->vecs[i]);
+    qv_free(b->present[i]);
+  }
   qv_free(b->ids);
   qv_free(b->lsns);
   qv_free(b->poff);
@@ -76,7 +81,7 @@ static int tomb_cmp(const void *a, const void *b) {
 
 /* Copies the rows of list->segs[first, first+count) not dead at `snap`. */
 static qv_rc gather(shard *sh, seglist *l, build *b, uint64_t snap, qv_err *err) {
-  uint32_t dim = sh->cfg.dim;
+  const spaces *sp = &sh->sp;
   uint64_t total = 0, blob_bytes = 0, tomb_total = 0;
   for (uint32_t i = b->first; i < b->first + b->count; i++) {
     segment *s = l->segs[i];
@@ -93,13 +98,18 @@ static qv_rc gather(shard *sh, seglist *l, build *b, uint64_t snap, qv_err *err)
   if (total > UINT32_MAX) return qv_err_set(err, QV_EINVAL, "segment too large");
   b->src_seg = qv_malloc(total * sizeof *b->src_seg + 8);
   b->src_row = qv_malloc(total * 4 + 8);
-  b->vecs = qv_malloc_aligned(total * dim * 4 + 64);
+  bool vec_ok = true;
+  for (uint32_t i = 0; i < sp->n; i++) {
+    b->vecs[i] = qv_malloc_aligned(total * sp->s[i].dim * 4 + 64);
+    b->present[i] = qv_calloc(total + 1, 1);
+    vec_ok &= b->vecs[i] != NULL && b->present[i] != NULL;
+  }
   b->ids = qv_calloc(total + 1, sizeof *b->ids);
   b->lsns = qv_malloc(total * 8 + 8);
   b->poff = qv_malloc((total + 1) * 8);
   b->blob = qv_malloc(blob_bytes + 1);
   b->tombs = qv_malloc(tomb_total * sizeof *b->tombs + 8);
-  if (!b->src_seg || !b->src_row || !b->vecs || !b->ids || !b->lsns ||
+  if (!b->src_seg || !b->src_row || !vec_ok || !b->ids || !b->lsns ||
       !b->poff || !b->blob || !b->tombs)
     return qv_err_set(err, QV_ENOMEM, "index build of %llu rows: no memory",
                       (unsigned long long)total);
@@ -116,7 +126,16 @@ static qv_rc gather(shard *sh, seglist *l, build *b, uint64_t snap, qv_err *err)
       const char *pl = segment_payload(s, r, &len);
       b->src_seg[k] = s;
       b->src_row[k] = r;
-      memcpy(b->vecs + (size_t)k * dim, segment_vec(s, r), (size_t)dim * 4);
+      for (uint32_t x = 0; x < sp->n; x++) {
+        uint32_t dim = sp->s[x].dim;
+        if (segment_has(s, x, r)) {
+          memcpy(b->vecs[x] + (size_t)k * dim, segment_vec(s, x, r), (size_t)dim * 4);
+          b->present[x][k] = 1;
+          b->n_present[x]++;
+        } else {
+          memset(b->vecs[x] + (size_t)k * dim, 0, (size_t)dim * 4);
+        }
+      }
       b->ids[k] = id_clean(&s->ids[r]);
       b->lsns[k] = s->ins_lsn[r];
       if (len) memcpy(b->blob + at, pl, len);
@@ -149,28 +168,36 @@ static qv_rc write_segment(shard *sh, build *b, uint64_t seg_id, char *final_dir
   qv_rc rc = fileio_mkdirs(tmp, err);
   if (rc != QV_OK) return rc;
   double t0 = now_s();
-  hnsw *g = NULL;
-  if (b->n > 0) {
-    hnsw_params hp = {sh->cfg.hnsw_m, sh->cfg.hnsw_ef_construct, sh->n_threads,
-                      0x5157495645520000ull + seg_id};
-    rc = hnsw_build(b->vecs, b->n, sh->cfg.dim, sh->metric, &hp, &g, err);
-    snprintf(path, sizeof path, "%s/graph.qvh", tmp);
+  /* One graph per vector space that some row has. Rows without the vector
+   * are zeros in the array, in the graph as stepping stones only, and never
+   * returned (shard_read.c checks presence). */
+  for (uint32_t i = 0; rc == QV_OK && i < sh->sp.n; i++) {
+    if (b->n_present[i] == 0) continue;
+    const vspace *x = &sh->sp.s[i];
+    hnsw *g = NULL;
+    hnsw_params hp = {x->m, x->ef_construct, sh->n_threads, 0x5157495645520000ull + seg_id};
+    rc = hnsw_build(b->vecs[i], b->n, x->dim, x->metric, &hp, &g, err);
+    segment_graph_path(tmp, i, path, sizeof path);
     if (rc == QV_OK) rc = hnsw_save(g, path, err);
     hnsw_free(g);
   }
   double build_s = now_s() - t0;
-  segfile_data d = {.dim = sh->cfg.dim,
+  segfile_data d = {.n_spaces = sh->sp.n,
                     .n_rows = b->n,
                     .n_tombs = b->n_tombs,
                     .first_lsn = b->first_lsn,
                     .end_lsn = b->end_lsn,
                     .build_seconds = build_s,
-                    .vecs = b->vecs,
                     .ids = b->ids,
                     .lsns = b->lsns,
                     .payload_off = b->poff,
                     .payload_blob = b->blob,
                     .tombs = b->tombs};
+  for (uint32_t i = 0; i < sh->sp.n; i++) {
+    d.dims[i] = sh->sp.s[i].dim;
+    d.vecs[i] = b->vecs[i];
+    d.present[i] = b->present[i];
+  }
   snprintf(path, sizeof path, "%s/segment.qvs", tmp);
   if (rc == QV_OK) rc = segfile_write(path, &d, err);
   if (rc == QV_OK && rename(tmp, final_dir) != 0)
@@ -184,25 +211,15 @@ static qv_rc write_segment(shard *sh, build *b, uint64_t seg_id, char *final_dir
   return rc;
 }
 
-/* Swaps the new segment in for the inputs; write lock held. */
+/* Swaps the new segment in for the inputs; write lock held. Everything that
+ * can fail — allocations and the MANIFEST write — comes first; only then is
+ * memory changed. On failure nothing changes in memory, and no file is
+ * removed: if the MANIFEST did reach the disk, the new segment is there for
+ * it; if not, the new segment is an orphan that the next open removes. */
 static qv_rc install(shard *sh, build *b, segment *ns, qv_err *err) {
   seglist *l = sh->list;
   /* The inputs are still at [first, first+count): only this function (under
    * build_mu) removes sealed or frozen segments, and new ones are appended. */
-  for (uint32_t k = 0; k < b->n; k++) {
-    segment *s = b->src_seg[k];
-    uint32_t r = b->src_row[k];
-    uint64_t d = __atomic_load_n(&s->del_lsn[r], __ATOMIC_ACQUIRE);
-    if (d != LSN_LIVE) {
-      segment_kill(ns, k, d);
-      continue;
-    }
-    idmap_entry *e = idmap_get(&sh->map, &ns->ids[k]);
-    if (e != NULL && e->seg == s && e->row == r) {
-      e->seg = ns;
-      e->row = k;
-    }
-  }
   seglist *nl = qv_calloc(1, sizeof *nl + (size_t)(l->n - b->count + 1) * sizeof(segment *));
   manifest m = {0};
   m.segment_ids = qv_malloc(((size_t)l->n + 1) * 8);
@@ -219,7 +236,6 @@ static qv_rc install(shard *sh, build *b, segment *ns, qv_err *err) {
       continue;
     }
     nl->segs[nl->n++] = l->segs[i];
-    segment_ref(l->segs[i]);
   }
   for (uint32_t i = 0; i < nl->n; i++) {
     segment *s = nl->segs[i];
@@ -234,16 +250,34 @@ static qv_rc install(shard *sh, build *b, segment *ns, qv_err *err) {
   qv_rc rc = manifest_write(path, &m, err);
   qv_free(m.segment_ids);
   if (rc != QV_OK) {
-    /* The id map already points at ns: keep the memory state consistent by
-     * installing anyway, but the shard must not acknowledge more writes
-     * whose recovery would depend on this MANIFEST. */
+    /* Whether the new MANIFEST reached the disk is unknown: keep every file
+     * and take no more writes until a reopen settles it. */
+    qv_free(nl);
     shard_fail(sh, err ? err->msg : "manifest write failed");
+    return rc;
+  }
+  /* From here on nothing can fail. */
+  for (uint32_t i = 0; i < nl->n; i++)
+    if (nl->segs[i] != ns) segment_ref(nl->segs[i]);
+  for (uint32_t k = 0; k < b->n; k++) {
+    segment *s = b->src_seg[k];
+    uint32_t r = b->src_row[k];
+    uint64_t d = __atomic_load_n(&s->del_lsn[r], __ATOMIC_ACQUIRE);
+    if (d != LSN_LIVE) {
+      segment_kill(ns, k, d);
+      continue;
+    }
+    idmap_entry *e = idmap_get(&sh->map, &ns->ids[k]);
+    if (e != NULL && e->seg == s && e->row == r) {
+      e->seg = ns;
+      e->row = k;
+    }
   }
   for (uint32_t i = b->first; i < b->first + b->count; i++)
     if (l->segs[i]->state == SEG_SEALED) l->segs[i]->remove_on_free = true;
   sh->checkpoint_lsn = checkpoint;
   shard_install_list(sh, nl);
-  return rc;
+  return QV_OK;
 }
 
 /* Picks the next job under the read lock: the oldest frozen segment, else a
@@ -320,12 +354,13 @@ qv_rc shard_optimize_step(shard *sh, bool wait, bool *did_work, qv_err *err) {
   }
   segment *ns = NULL;
   if (rc == QV_OK)
-    rc = segment_open_sealed(dir, seg_id, sh->cfg.dim, sh->metric, &ns, err);
+    rc = segment_open_sealed(dir, seg_id, &sh->sp, &ns, err);
   if (rc == QV_OK) {
     pthread_rwlock_wrlock(&sh->lock);
     rc = install(sh, &b, ns, err);
     uint64_t checkpoint = sh->checkpoint_lsn;
     pthread_rwlock_unlock(&sh->lock);
+    if (rc != QV_OK) segment_unref(ns); /* not installed; its files stay */
     if (rc == QV_OK) rc = wal_drop_before(sh->log, checkpoint + 1, err);
   } else if (rc != QV_OK) {
     qv_log(QV_LOG_ERROR, "optimizer", "shard %s: index build failed: %s", sh->dir,

@@ -53,6 +53,7 @@ static hnsw_scratch *thread_scratch(void) {
 
 typedef struct allow_ctx {
   segment *seg;
+  uint32_t space;
   uint64_t snap;
   const idmap *allow;
   const qv_filter *filter;
@@ -64,18 +65,20 @@ static bool payload_ok(segment *s, uint32_t row, const qv_filter *f) {
 
 static bool row_allowed(void *vctx, uint32_t row) {
   const allow_ctx *c = vctx;
-  if (!segment_visible(c->seg, row, c->snap)) return false;
+  if (!segment_visible(c->seg, row, c->snap) || !segment_has(c->seg, c->space, row))
+    return false;
   if (c->allow != NULL && idmap_get(c->allow, &c->seg->ids[row]) == NULL) return false;
   return payload_ok(c->seg, row, c->filter);
 }
 
 static void scan_exact(segment *s, uint32_t n, uint64_t snap,
                        const shard_search_args *a, vec_dist_fn dist, topk *out) {
-  allow_ctx c = {s, snap, a->allow, a->filter};
+  allow_ctx c = {s, a->space, snap, a->allow, a->filter};
   const float *q = a->query;
+  uint32_t dim = s->sp->s[a->space].dim;
   for (uint32_t r = 0; r < n; r++) {
     if (!row_allowed(&c, r)) continue;
-    float d = dist(q, segment_vec(s, r), s->dim);
+    float d = dist(q, segment_vec(s, a->space, r), dim);
     if (d <= topk_bound(out)) topk_push(out, &s->ids[r], d);
   }
 }
@@ -95,7 +98,8 @@ static qv_rc search_segment(shard *sh, segment *s, uint64_t snap,
   uint32_t n = segment_rows(s);
   if (n == 0) return QV_OK;
   uint32_t live = n - __atomic_load_n(&s->n_dead, __ATOMIC_RELAXED);
-  bool use_graph = s->state == SEG_SEALED && s->graph != NULL && !a->exact &&
+  hnsw *graph = s->graph[a->space];
+  bool use_graph = s->state == SEG_SEALED && graph != NULL && !a->exact &&
                    live >= sh->cfg.full_scan_threshold &&
                    (a->filter == NULL || !filter_is_selective(s, n, a->filter));
   if (!use_graph) {
@@ -109,11 +113,13 @@ static qv_rc search_segment(shard *sh, segment *s, uint64_t snap,
     qv_free(hits);
     return qv_err_set(err, QV_ENOMEM, "search: no memory for %u hits", kk);
   }
-  allow_ctx c = {s, snap, a->allow, a->filter};
-  bool filtered = a->allow != NULL || a->filter != NULL || live < n;
+  allow_ctx c = {s, a->space, snap, a->allow, a->filter};
+  /* Rows without this vector are zeros in the graph: always filter them. */
+  bool filtered = a->allow != NULL || a->filter != NULL || live < n ||
+                  !s->all_present[a->space];
   uint32_t nh = 0;
   uint32_t ef = a->ef > kk ? a->ef : kk;
-  qv_rc rc = hnsw_search(s->graph, a->query, kk, ef, filtered ? row_allowed : NULL,
+  qv_rc rc = hnsw_search(graph, a->query, kk, ef, filtered ? row_allowed : NULL,
                          &c, scratch, hits, &nh);
   if (rc == QV_OK && nh < kk) {
     scan_exact(s, n, snap, a, dist, out);
@@ -135,8 +141,10 @@ static void search_direct(shard *sh, const shard_search_args *a,
     const idmap_entry *ae = &al->slots[i];
     if (ae->seg == NULL) continue;
     const idmap_entry *e = idmap_get(&sh->map, &ae->id);
-    if (e == NULL || !payload_ok(e->seg, e->row, a->filter)) continue;
-    float d = dist(a->query, segment_vec(e->seg, e->row), sh->cfg.dim);
+    if (e == NULL || !segment_has(e->seg, a->space, e->row) ||
+        !payload_ok(e->seg, e->row, a->filter))
+      continue;
+    float d = dist(a->query, segment_vec(e->seg, a->space, e->row), sh->sp.s[a->space].dim);
     topk_push(out, &e->id, d);
   }
   pthread_rwlock_unlock(&sh->lock);
@@ -144,7 +152,7 @@ static void search_direct(shard *sh, const shard_search_args *a,
 
 qv_rc shard_search(shard *sh, const shard_search_args *a, topk *out,
                    qv_err *err) {
-  vec_dist_fn dist = dist_fn(dist_ops_get(), sh->metric);
+  vec_dist_fn dist = dist_fn(dist_ops_get(), sh->sp.s[a->space].metric);
   if (a->allow != NULL &&
       (a->n_allow <= ALLOW_DIRECT_MAX || a->n_allow * 20 < shard_count(sh))) {
     search_direct(sh, a, dist, out);
@@ -164,19 +172,38 @@ qv_rc shard_search(shard *sh, const shard_search_args *a, topk *out,
 void record_clear(qv_record *r) {
   qv_free((void *)r->vector);
   qv_free((void *)r->payload);
+  for (uint32_t i = 0; i < r->n_named; i++) qv_free((void *)r->named[i].vector);
+  qv_free(r->named);
   memset(r, 0, sizeof *r);
 }
 
-/* Copies row data; lock held. */
-static qv_rc copy_record(const idmap_entry *e, uint32_t dim, bool wv, bool wp,
-                         qv_record *rec) {
+static float *copy_vec(const segment *s, uint32_t space, uint32_t row) {
+  size_t bytes = (size_t)s->sp->s[space].dim * 4;
+  float *v = qv_malloc(bytes);
+  if (v != NULL) memcpy(v, segment_vec(s, space, row), bytes);
+  return v;
+}
+
+/* Copies row data; lock held. Named vectors' names point into the shard's
+ * spaces, which live as long as the collection. */
+static qv_rc copy_record(const idmap_entry *e, bool wv, bool wp, qv_record *rec) {
   memset(rec, 0, sizeof *rec);
   rec->id = e->id;
-  if (wv) {
-    float *v = qv_malloc((size_t)dim * 4);
-    if (v == NULL) return QV_ENOMEM;
-    memcpy(v, segment_vec(e->seg, e->row), (size_t)dim * 4);
-    rec->vector = v;
+  const segment *s = e->seg;
+  const spaces *sp = s->sp;
+  for (uint32_t i = 0; wv && i < sp->n; i++) {
+    if (!segment_has(s, i, e->row)) continue;
+    float *v = copy_vec(s, i, e->row);
+    if (v == NULL) goto oom;
+    if (sp->s[i].name[0] == 0) {
+      rec->vector = v;
+      continue;
+    }
+    if (rec->named == NULL && (rec->named = qv_calloc(sp->n, sizeof *rec->named)) == NULL) {
+      qv_free(v);
+      goto oom;
+    }
+    rec->named[rec->n_named++] = (qv_named_vector){sp->s[i].name, v, sp->s[i].dim};
   }
   if (wp) {
     uint32_t len;
@@ -186,14 +213,14 @@ static qv_rc copy_record(const idmap_entry *e, uint32_t dim, bool wv, bool wp,
       len = 2;
     }
     char *p = qv_strndup(pl, len);
-    if (p == NULL) {
-      record_clear(rec);
-      return QV_ENOMEM;
-    }
+    if (p == NULL) goto oom;
     rec->payload = p;
     rec->payload_len = len;
   }
   return QV_OK;
+oom:
+  record_clear(rec);
+  return QV_ENOMEM;
 }
 
 /* Reads return only durable data: wait for writes already applied. */
@@ -210,7 +237,7 @@ qv_rc shard_get(shard *sh, const qv_point_id *id, bool with_vector,
   pthread_rwlock_rdlock(&sh->lock);
   const idmap_entry *e = idmap_get(&sh->map, id);
   *found = e != NULL;
-  if (e != NULL) rc = copy_record(e, sh->cfg.dim, with_vector, with_payload, rec);
+  if (e != NULL) rc = copy_record(e, with_vector, with_payload, rec);
   pthread_rwlock_unlock(&sh->lock);
   if (rc != QV_OK) return qv_err_set(err, rc, "get: no memory");
   return QV_OK;
@@ -268,7 +295,7 @@ qv_rc shard_scroll(shard *sh, const qv_filter *filter, const qv_point_id *start,
   }
   qsort(h, n, sizeof *h, entry_cmp);
   for (size_t i = 0; rc == QV_OK && i < n; i++)
-    rc = copy_record(h[i], sh->cfg.dim, with_vector, with_payload, &out[i]);
+    rc = copy_record(h[i], with_vector, with_payload, &out[i]);
   pthread_rwlock_unlock(&sh->lock);
   qv_free(h);
   if (rc != QV_OK) {

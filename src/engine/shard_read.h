@@ -7,6 +7,7 @@
 
 typedef struct shard_search_args {
   const float *query; /* prepared: normalised for Cosine */
+  uint32_t space;     /* which vector space to search */
   uint32_t ef;
   bool exact;
   const idmap *allow;  /* ids allowed, or NULL for all */

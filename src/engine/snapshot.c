@@ -9,7 +9,7 @@
  * recovery. The cluster moves shards with the same function.
  *
  * Archive layout:  config.json, [payload_index.json], <shard>/MANIFEST,
- * <shard>/segments/<id>/{segment.qvs,graph.qvh}, <shard>/wal/<lsn>.wal */
+ * <shard>/segments/<id>/{segment.qvs,graph-<space>.qvh}, <shard>/wal/<lsn>.wal */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -73,13 +73,17 @@ qv_rc shard_snapshot(shard *sh, tar_writer *t, const char *prefix, qv_err *err) 
   snprintf(member, sizeof member, "%s/MANIFEST", prefix);
   if (rc == QV_OK) rc = add_whole_file(t, member, path, err);
   for (uint32_t i = 0; rc == QV_OK && i < m.n_segments; i++) {
-    static const char *files[] = {"segment.qvs", "graph.qvh"};
-    for (int f = 0; rc == QV_OK && f < 2; f++) {
-      snprintf(path, sizeof path, "%s/segments/%llu/%s", sh->dir,
-               (unsigned long long)m.segment_ids[i], files[f]);
-      if (f == 1 && !fileio_exists(path)) continue; /* empty segments have no graph */
-      snprintf(member, sizeof member, "%s/segments/%llu/%s", prefix,
-               (unsigned long long)m.segment_ids[i], files[f]);
+    unsigned long long id = (unsigned long long)m.segment_ids[i];
+    snprintf(path, sizeof path, "%s/segments/%llu/segment.qvs", sh->dir, id);
+    snprintf(member, sizeof member, "%s/segments/%llu/segment.qvs", prefix, id);
+    rc = add_whole_file(t, member, path, err);
+    /* one graph per vector space that has rows (none in empty segments) */
+    for (uint32_t s = 0; rc == QV_OK && s < sh->sp.n; s++) {
+      char dir[PATH_MAX];
+      snprintf(dir, sizeof dir, "%s/segments/%llu", sh->dir, id);
+      segment_graph_path(dir, s, path, sizeof path);
+      if (!fileio_exists(path)) continue;
+      snprintf(member, sizeof member, "%s/segments/%llu/graph-%u.qvh", prefix, id, s);
       rc = add_whole_file(t, member, path, err);
     }
   }

@@ -40,6 +40,10 @@ typedef struct hnsw_hit {
  * be cheap and thread-safe. Disallowed rows are still traversed. */
 typedef bool (*hnsw_allow_fn)(void *ctx, uint32_t row);
 
+/* Fills `p` with the defaults: m = HNSW_M_DEFAULT, ef_construct =
+ * HNSW_EF_CONSTRUCT_DEFAULT, one thread, a fixed seed. */
+void hnsw_params_init(hnsw_params *p);
+
 /* Builds the graph of n vectors. `vecs` is borrowed and must outlive the
  * graph. Errors: QV_EINVAL (n == 0, params out of range), QV_ENOMEM. */
 qv_rc hnsw_build(const float *vecs, uint32_t n, uint32_t dim, vec_metric metric,

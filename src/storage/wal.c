@@ -769,3 +769,11 @@ qv_rc wal_list_files(wal *w, wal_file_fn fn, void *ctx, qv_err *err) {
   qv_free(copy);
   return rc;
 }
+
+uint64_t wal_first_lsn(wal *w) {
+  pthread_mutex_lock(&w->mu);
+  uint64_t first = w->n_files ? w->files[0].first_lsn : 0;
+  uint64_t next = __atomic_load_n(&w->next_lsn, __ATOMIC_ACQUIRE);
+  pthread_mutex_unlock(&w->mu);
+  return first && first < next ? first : next;
+}

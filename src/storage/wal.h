@@ -54,6 +54,8 @@ qv_rc wal_append(wal *w, const void *rec, size_t len, uint64_t *lsn,
 qv_rc wal_sync(wal *w, uint64_t lsn, qv_err *err);
 
 uint64_t wal_next_lsn(const wal *w);    /* LSN the next append gets */
+/* LSN of the oldest record in the log, or wal_next_lsn when it is empty. */
+uint64_t wal_first_lsn(wal *w);
 uint64_t wal_durable_lsn(const wal *w); /* highest fsynced LSN, 0 if none */
 
 /* Starts a new file at the next LSN (after fsyncing the current one), so that
