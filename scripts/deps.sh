@@ -21,3 +21,14 @@ ensure_packages() {
 
 # What building and testing the library and CLI needs.
 QV_BUILD_PACKAGES=(build-essential cmake pkg-config gzip libjansson-dev libcriterion-dev libmicrohttpd-dev)
+# What the test suite needs besides: the server's HTTP tests (Debian's
+# python3), the official JS client test (node, npm), valgrind.
+QV_TEST_PACKAGES=(python3 valgrind)
+
+# node and npm may come from another package that bundles both; install
+# Debian's only when the commands are missing.
+ensure_node() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    ensure_packages nodejs npm
+  fi
+}

@@ -8,7 +8,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/deps.sh"
-ensure_packages "${QV_BUILD_PACKAGES[@]}" valgrind
+ensure_packages "${QV_BUILD_PACKAGES[@]}" "${QV_TEST_PACKAGES[@]}"
+ensure_node
 jobs=$(nproc)
 
 echo "== ASan + UBSan build"

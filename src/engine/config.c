@@ -113,8 +113,10 @@ qv_rc name_validate(const char *name, qv_err *err) {
   if (n == 0 || n > QV_NAME_MAX)
     return qv_err_set(err, QV_EINVAL, "collection name of %zu bytes: expected 1..%u",
                       n, QV_NAME_MAX);
-  if (!strcmp(name, ".") || !strcmp(name, ".."))
-    return qv_err_set(err, QV_EINVAL, "collection name \"%s\" is reserved", name);
+  /* A leading '.' marks the engine's own temporary directories (.tmp-*,
+   * .trash-*), which opening removes: a collection may not look like one. */
+  if (name[0] == '.')
+    return qv_err_set(err, QV_EINVAL, "collection name \"%.60s\" may not start with '.'", name);
   for (size_t i = 0; i < n; i++) {
     char ch = name[i];
     if (!name_char_ok(ch))

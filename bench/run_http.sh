@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# run_http.sh: search QPS over HTTP (keep-alive, from a second process)
+# against in-process QPS at the same ef, and upsert throughput over HTTP, on
+# Fashion-MNIST (60,000 x 784, Euclid).
+#
+#   bench/run_http.sh            (BUILD_DIR defaults to build-srv)
+#
+# 1. builds Release, converts the data set (as run_core.sh does),
+# 2. imports it into a fresh data dir with M=16, ef_construct=200,
+# 3. `quiver bench` at each ef with 1 and 2 threads (in-process),
+# 4. starts `quiver serve` (helper_serve until main.c routes `serve`) and runs
+#    bench/http_load.py search at each ef with 1, 2 and 4 client threads,
+#    and wrk (Debian; installed if missing) with 1 thread, 4 connections, 10 s,
+#    cycling through the first 1,000 queries,
+# 5. http_load.py upsert: 20,000 points in batches of 100 and of 1,000,
+# 6. the server-side mean time per route from /metrics (sum / count).
+# Results go to bench/out/http-*.txt and stdout.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD_DIR:-$ROOT/build-srv}
+DATA=${QV_SHARED_DATA:-$(cd "$ROOT/.." && pwd)/shared/data}
+OUT=$ROOT/bench/out
+EF_LIST=${EF_LIST:-20 32 40}
+REQUESTS=${REQUESTS:-4000}
+mkdir -p "$OUT"
+SRC=$DATA/fashion-mnist-784-euclidean
+BASE=$OUT/core-fashion-base.fvecs
+QUERIES=$OUT/core-fashion-query.fvecs
+GT=$SRC/groundtruth.l2.top100.ivecs.gz
+for pair in "train-images-idx3-ubyte.gz:$BASE" "t10k-images-idx3-ubyte.gz:$QUERIES"; do
+  src=${pair%%:*} dst=${pair#*:}
+  if [ ! -s "$dst" ]; then
+    python3 "$DATA/tools/vecs.py" idx2fvecs "$SRC/$src" "$dst.tmp" && mv "$dst.tmp" "$dst"
+  fi
+done
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD" -j2 --target quiver_cli helper_serve >/dev/null
+QV=$BUILD/quiver
+if "$QV" serve --help >/dev/null 2>&1; then SERVE=("$QV" serve); else SERVE=("$BUILD/tests/helper_serve"); fi
+
+DB=$(mktemp -d /tmp/qv-http-bench.XXXXXX)
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$DB"; }
+trap cleanup EXIT
+echo "== load average at start: $(cat /proc/loadavg)"
+"$QV" import --data-dir "$DB" --collection fashion --distance Euclid --m 16 \
+  --ef-construct 200 --build-threads 2 "$BASE" | tee "$OUT/http-import.txt"
+
+EF_CSV=$(echo $EF_LIST | tr ' ' ',')
+echo "== in-process: quiver bench --ef $EF_CSV --threads 1,2"
+"$QV" bench --data-dir "$DB" --collection fashion --queries "$QUERIES" --gt "$GT" \
+  --k 10 --ef "$EF_CSV" --threads 1,2 --repeat 3 | tee "$OUT/http-inprocess.txt"
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"${SERVE[@]}" --port "$PORT" --data-dir "$DB" --log-level warn 2>"$OUT/http-server.log" &
+PID=$!
+until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.2; done
+: >"$OUT/http-search.txt"
+for ef in $EF_LIST; do
+  for t in 1 2 4; do
+    python3 "$ROOT/bench/http_load.py" search --port "$PORT" --collection fashion \
+      --queries "$QUERIES" --gt "$GT" --ef "$ef" --threads "$t" --requests "$REQUESTS" \
+      | tee -a "$OUT/http-search.txt"
+  done
+done
+: >"$OUT/http-wrk.txt"
+command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
+for ef in $EF_LIST; do
+  python3 "$ROOT/bench/http_load.py" bodies --queries "$QUERIES" --ef "$ef" --out "$OUT/http-bodies-$ef.txt"
+  echo "== wrk ef=$ef" | tee -a "$OUT/http-wrk.txt"
+  wrk -t1 -c4 -d10s -s "$ROOT/bench/wrk_search.lua" \
+    "http://127.0.0.1:$PORT/collections/fashion/points/search" -- "$OUT/http-bodies-$ef.txt" \
+    | tee -a "$OUT/http-wrk.txt"
+done
+: >"$OUT/http-upsert.txt"
+for b in 100 1000; do
+  python3 "$ROOT/bench/http_load.py" upsert --port "$PORT" --collection "up$b" \
+    --base "$BASE" --batch "$b" --points 20000 | tee -a "$OUT/http-upsert.txt"
+done
+echo "== server-side mean per route (from /metrics)"
+curl -s "http://127.0.0.1:$PORT/metrics" | awk '
+  /^quiver_http_request_duration_seconds_sum/ { match($0, /endpoint="[^"]*"/); e = substr($0, RSTART, RLENGTH); s[e] = $2 }
+  /^quiver_http_request_duration_seconds_count/ { match($0, /endpoint="[^"]*"/); e = substr($0, RSTART, RLENGTH); c[e] = $2 }
+  END { for (e in s) if (c[e] > 0) printf "%s: %d requests, mean %.3f ms\n", e, c[e], 1000 * s[e] / c[e] }' \
+  | tee "$OUT/http-server-mean.txt"
+kill -TERM "$PID"
+wait "$PID" && echo "== server exited 0"
+PID=
+echo "== load average at end: $(cat /proc/loadavg)"

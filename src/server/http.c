@@ -1,0 +1,358 @@
+/* http.c: `quiver serve` — process setup (settings, log, data directory,
+ * listening socket), the libmicrohttpd glue (body accumulation under the
+ * size limit, responses, metrics per request) and graceful shutdown.
+ *
+ * Owns the daemon and the request lifecycle:
+ *
+ *   headers --on_request(1st call)--> state allocated, in_flight++
+ *   body    --on_request(data)------> appended while within max_body_bytes,
+ *                                     else dropped and the request marked
+ *   end     --on_request(last)------> router_dispatch -> response queued
+ *   sent    --on_completed----------> state freed, in_flight--
+ *
+ * Shutdown (SIGTERM/SIGINT, taken by sigwait in the main thread): stop
+ * accepting (MHD_quiesce_daemon), wait for in_flight to reach 0 (bounded),
+ * stop the daemon, qv_close. Every write was durable before its response,
+ * so nothing is flushed here. Invariant: a request body is either complete
+ * or rejected with 413; a handler never sees a truncated body. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "server/server.h"
+#include "server/server_int.h"
+
+#define DRAIN_SECONDS 30      /* longest wait for in-flight requests at shutdown */
+#define IDLE_TIMEOUT_SECONDS 300 /* keep-alive connections idle longer are closed */
+
+typedef struct conn_state {
+  srv_req req;
+  char *body;
+  size_t len, cap;
+  bool too_big;
+  uint64_t announced; /* Content-Length, 0 if absent */
+} conn_state;
+
+/* ---- logging -------------------------------------------------------------------- */
+
+static void log_line(void *ctx, qv_log_level level, const char *subsystem, const char *msg) {
+  static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  char when[32], line[1400];
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  int n = snprintf(line, sizeof line, "%s.%03ldZ %-5s %s: %s\n", when, ts.tv_nsec / 1000000,
+                   (unsigned)level < 4 ? names[level] : "?", subsystem, msg);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof line) n = sizeof line - 1;
+  /* One write per line, so lines of concurrent threads do not interleave. */
+  ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+  (void)w;
+  (void)ctx;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  char msg[1024];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n && msg[n - 1] == '\n') msg[--n] = 0;
+  qv_log(QV_LOG_WARN, "http", "%s", msg);
+  (void)cls;
+}
+
+/* ---- requests ------------------------------------------------------------------- */
+
+static enum MHD_Result send_response(conn_state *st) {
+  srv_req *r = &st->req;
+  srv_resp *rs = &r->resp;
+  struct MHD_Response *resp;
+  if (rs->body != NULL && rs->free_fn != NULL) {
+    resp = MHD_create_response_from_buffer_with_free_callback(rs->len, rs->body, rs->free_fn);
+    if (resp != NULL) rs->body = NULL, rs->free_fn = NULL; /* MHD owns it now */
+  } else {
+    resp = MHD_create_response_from_buffer(rs->len, rs->body ? rs->body : (char *)"",
+                                           MHD_RESPMEM_MUST_COPY);
+  }
+  if (resp == NULL) return MHD_NO;
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                          rs->content_type ? rs->content_type : "application/json");
+  if (rs->allow[0]) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rs->allow);
+  if (st->too_big) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+  enum MHD_Result ret = MHD_queue_response(r->conn, rs->status, resp);
+  MHD_destroy_response(resp);
+  double took = srv_now() - r->t0;
+  metrics_record(r->route, r->method, rs->status, took);
+  qv_log(QV_LOG_DEBUG, "http", "%s %s %u %.3f ms", r->method, r->path ? r->path : "-",
+         rs->status, took * 1e3);
+  return ret;
+}
+
+static void too_big(conn_state *st) {
+  srv *s = st->req.s;
+  uint64_t n = st->announced ? st->announced : st->len;
+  srv_fail(&st->req, 413,
+           "Payload error: JSON payload (%llu bytes) is larger than allowed (limit: %llu bytes).",
+           (unsigned long long)n, (unsigned long long)s->cfg.max_body_bytes);
+}
+
+static bool append(conn_state *st, const char *data, size_t n) {
+  if (st->len + n + 1 > st->cap) {
+    size_t cap = st->cap ? st->cap : 4096;
+    while (cap < st->len + n + 1) cap *= 2;
+    char *p = qv_realloc(st->body, cap);
+    if (p == NULL) return false;
+    st->body = p;
+    st->cap = cap;
+  }
+  memcpy(st->body + st->len, data, n);
+  st->len += n;
+  st->body[st->len] = 0;
+  return true;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+  srv *s = cls;
+  conn_state *st = *con_cls;
+  if (st == NULL) {
+    st = qv_calloc(1, sizeof *st);
+    if (st == NULL) return MHD_NO;
+    st->req.s = s;
+    st->req.conn = conn;
+    st->req.method = method;
+    st->req.t0 = srv_now();
+    st->req.route = -1;
+    *con_cls = st;
+    __atomic_add_fetch(&s->in_flight, 1, __ATOMIC_RELAXED);
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl) st->announced = strtoull(cl, NULL, 10);
+    const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+    /* A client that waits for 100 Continue can be told now, before it sends
+     * the body. Others get the 413 after their body has been read and
+     * dropped: closing on unread bytes would reset the connection and lose
+     * the response. */
+    if (st->announced > s->cfg.max_body_bytes && expect &&
+        strcasecmp(expect, "100-continue") == 0) {
+      st->too_big = true;
+      too_big(st);
+      return send_response(st);
+    }
+    return MHD_YES;
+  }
+  if (*upload_data_size != 0) {
+    if (!st->too_big && st->len + *upload_data_size > s->cfg.max_body_bytes) {
+      st->too_big = true;
+      qv_free(st->body);
+      st->body = NULL;
+      st->cap = 0;
+    }
+    if (!st->too_big && !append(st, upload_data, *upload_data_size)) return MHD_NO;
+    if (st->too_big) st->len += *upload_data_size;
+    *upload_data_size = 0;
+    return MHD_YES;
+  }
+  if (st->req.resp.status != 0) return MHD_YES; /* answered early */
+  if (st->too_big) {
+    too_big(st);
+    return send_response(st);
+  }
+  st->req.body = st->body ? st->body : "";
+  st->req.body_len = st->len;
+  router_dispatch(&st->req, url, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "api-key"),
+                  MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
+  (void)version;
+  return send_response(st);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  srv *s = cls;
+  conn_state *st = *con_cls;
+  if (st == NULL) return;
+  if (st->req.resp.free_fn) st->req.resp.free_fn(st->req.resp.body);
+  for (int i = 0; i < SRV_MAX_ARGS; i++) qv_free(st->req.args[i]);
+  qv_free(st->req.path);
+  qv_free(st->body);
+  qv_free(st);
+  *con_cls = NULL;
+  __atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_RELAXED);
+  (void)conn;
+  (void)toe;
+}
+
+/* ---- startup -------------------------------------------------------------------- */
+
+static bool is_loopback(const struct sockaddr *sa) {
+  if (sa->sa_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+  if (sa->sa_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+  }
+  return false;
+}
+
+/* Resolves, checks and binds the listening socket; returns it or -1. */
+static int open_listener(const srv_config *cfg, unsigned *port_out) {
+  struct addrinfo hints = {0}, *ai = NULL;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  char port[16];
+  snprintf(port, sizeof port, "%llu", (unsigned long long)cfg->port);
+  int e = getaddrinfo(cfg->host, port, &hints, &ai);
+  if (e != 0) {
+    fprintf(stderr, "serve: cannot resolve --host %s: %s\n", cfg->host, gai_strerror(e));
+    return -1;
+  }
+  if (!is_loopback(ai->ai_addr) && cfg->api_key[0] == 0 && !cfg->allow_insecure_remote) {
+    fprintf(stderr,
+            "serve: refusing to listen on %s without an API key: anyone who can reach it "
+            "could read and change every collection. Set --api-key (or "
+            "QUIVER__SERVICE__API_KEY), or pass --allow-insecure-remote to accept the risk.\n",
+            cfg->host);
+    freeaddrinfo(ai);
+    return -2;
+  }
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+    fprintf(stderr, "serve: cannot listen on %s:%s: %s\n", cfg->host, port, strerror(errno));
+    if (fd >= 0) close(fd);
+    freeaddrinfo(ai);
+    return -1;
+  }
+  freeaddrinfo(ai);
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  *port_out = (unsigned)cfg->port;
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+    *port_out = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                : ((struct sockaddr_in *)&ss)->sin_port);
+  return fd;
+}
+
+static unsigned worker_threads(const srv_config *cfg) {
+  if (cfg->threads) return (unsigned)cfg->threads;
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  /* Handlers block on fsync and on searches, so more threads than CPUs
+   * keep the cores busy while some wait. */
+  long t = n > 0 ? 2 * n : 4;
+  return (unsigned)(t < 4 ? 4 : t > 64 ? 64 : t);
+}
+
+static void drain(srv *s) {
+  struct timespec tick = {0, 10 * 1000 * 1000};
+  for (int i = 0; i < DRAIN_SECONDS * 100; i++) {
+    if (__atomic_load_n(&s->in_flight, __ATOMIC_RELAXED) == 0) return;
+    nanosleep(&tick, NULL);
+  }
+  qv_log(QV_LOG_WARN, "server", "%d requests still in flight after %d s; stopping anyway",
+         __atomic_load_n(&s->in_flight, __ATOMIC_RELAXED), DRAIN_SECONDS);
+}
+
+static int serve(srv *s) {
+  int listen_fd = -1, status = 1;
+  struct MHD_Daemon *d = NULL;
+  qv_open_opts opts;
+  qv_open_opts_init(&opts);
+  qv_err err = {0};
+  unsigned port = 0;
+  listen_fd = open_listener(&s->cfg, &port);
+  if (listen_fd < 0) return listen_fd == -2 ? 2 : 1;
+  qv_rc rc = qv_open(s->cfg.data_dir, &opts, &s->db, &err);
+  if (rc != QV_OK) {
+    fprintf(stderr, "serve: cannot open --data-dir %s: %s\n", s->cfg.data_dir, err.msg);
+    goto out;
+  }
+  unsigned threads = worker_threads(&s->cfg);
+  d = MHD_start_daemon(
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0,
+      NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+      MHD_OPTION_LISTEN_SOCKET, listen_fd,
+      MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_SECONDS,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_END);
+  if (d == NULL) {
+    fprintf(stderr, "serve: cannot start the HTTP server on %s:%u\n", s->cfg.host, port);
+    goto out;
+  }
+  listen_fd = -1; /* the daemon owns it now: quiesce hands it back, stop closes it */
+  bool v6 = strchr(s->cfg.host, ':') != NULL;
+  fprintf(stderr, "Quiver %s listening on http://%s%s%s:%u (data: %s)\n", QV_VERSION_STRING,
+          v6 ? "[" : "", s->cfg.host, v6 ? "]" : "", port, s->cfg.data_dir);
+  qv_log(QV_LOG_INFO, "server", "%u worker threads, body limit %llu bytes, auth %s", threads,
+         (unsigned long long)s->cfg.max_body_bytes, s->cfg.api_key[0] ? "on" : "off");
+
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  int sig = 0;
+  while (sigwait(&stop, &sig) != 0) {
+  }
+  qv_log(QV_LOG_INFO, "server", "%s: no new connections; finishing %d requests in flight",
+         sig == SIGTERM ? "SIGTERM" : "SIGINT", __atomic_load_n(&s->in_flight, __ATOMIC_RELAXED));
+  int qfd = MHD_quiesce_daemon(d);
+  if (qfd >= 0) close(qfd);
+  drain(s);
+  status = 0;
+out:
+  if (d) MHD_stop_daemon(d);
+  if (listen_fd >= 0) close(listen_fd);
+  qv_close(s->db);
+  s->db = NULL;
+  if (status == 0) qv_log(QV_LOG_INFO, "server", "stopped");
+  return status;
+}
+
+int server_main(int argc, char **argv) {
+  srv s;
+  memset(&s, 0, sizeof s);
+  int status = srvcfg_load(argc, argv, &s.cfg, stderr);
+  if (status >= 0) {
+    srvcfg_free(&s.cfg);
+    return status;
+  }
+  if (s.cfg.read_only_api_key[0] && !s.cfg.api_key[0]) {
+    fprintf(stderr, "serve: --read-only-api-key needs --api-key too (else nobody could write)\n");
+    srvcfg_free(&s.cfg);
+    return 2;
+  }
+  qv_set_log(log_line, NULL, (qv_log_level)s.cfg.log_level);
+  metrics_init();
+  pthread_mutex_init(&s.index_mu, NULL);
+  /* Block the stop signals in every thread (MHD's and the engine's inherit
+   * this mask) so that only sigwait in serve() receives them. */
+  sigset_t stop, old;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, &old);
+  struct sigaction ign = {0}, old_pipe;
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ign, &old_pipe);
+  status = serve(&s);
+  sigaction(SIGPIPE, &old_pipe, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  qv_set_log(NULL, NULL, QV_LOG_ERROR);
+  pthread_mutex_destroy(&s.index_mu);
+  srvcfg_free(&s.cfg);
+  return status;
+}

@@ -1,0 +1,153 @@
+/* router.c: the route table of the REST API and dispatch — path
+ * normalisation, pattern match with {captures}, the API-key gate, 404/405.
+ *
+ * Owns which paths exist, which are writes (refused for the read-only key)
+ * and which are public. Does not parse bodies (handlers) or talk to MHD
+ * (http.c). Invariant: every request leaves router_dispatch with exactly one
+ * response in r->resp and r->route set to the matched row or -1; the
+ * pattern string of the row is the `endpoint` label in /metrics, so raw
+ * paths (with collection names) never become label values. */
+#include <string.h>
+
+#include "base/alloc.h"
+#include "server/server_int.h"
+
+#define C "/collections/{name}"
+#define P C "/points"
+
+/* Literal rows come before rows whose {capture} would also match them. */
+const srv_route router_routes[] = {
+    /* service */
+    {"GET", "/", h_root, false, true},
+    {"GET", "/healthz", h_healthz, false, true},
+    {"GET", "/livez", h_healthz, false, true},
+    {"GET", "/readyz", h_healthz, false, true},
+    {"GET", "/metrics", h_metrics, false, false},
+    {"GET", "/cluster", h_cluster, false, false},
+    {"GET", "/aliases", h_aliases, false, false},
+    /* collections */
+    {"GET", "/collections", h_coll_list, false, false},
+    {"GET", C, h_coll_get, false, false},
+    {"PUT", C, h_coll_create, true, false},
+    {"DELETE", C, h_coll_delete, true, false},
+    {"PATCH", C, h_coll_patch, true, false},
+    {"GET", C "/exists", h_coll_exists, false, false},
+    {"GET", C "/aliases", h_coll_aliases, false, false},
+    {"PUT", C "/index", h_index_create, true, false},
+    {"DELETE", C "/index/{field_name}", h_index_delete, true, false},
+    /* points: writes */
+    {"PUT", P, h_upsert, true, false},
+    {"POST", P "/delete", h_delete, true, false},
+    {"POST", P "/payload", h_payload_set, true, false},
+    {"PUT", P "/payload", h_payload_overwrite, true, false},
+    {"POST", P "/payload/delete", h_payload_delete, true, false},
+    {"POST", P "/payload/clear", h_payload_clear, true, false},
+    {"PUT", P "/vectors", h_vectors_update, true, false},
+    {"POST", P "/batch", h_batch, true, false},
+    /* points: reads */
+    {"POST", P, h_retrieve, false, false},
+    {"POST", P "/scroll", h_scroll, false, false},
+    {"POST", P "/count", h_count, false, false},
+    {"POST", P "/search", h_search, false, false},
+    {"POST", P "/search/batch", h_search_batch, false, false},
+    {"POST", P "/recommend", h_recommend, false, false},
+    {"POST", P "/recommend/batch", h_recommend_batch, false, false},
+    {"POST", P "/query", h_query, false, false},
+    {"POST", P "/query/batch", h_query_batch, false, false},
+    {"GET", P "/{id}", h_point_get, false, false},
+};
+const size_t router_n_routes = sizeof router_routes / sizeof router_routes[0];
+
+/* Matches `path` against `pattern`; on success copies the captures into
+ * caps (qv_malloc'd strings). */
+static bool match(const char *pattern, const char *path, char **caps, int *n_caps) {
+  const char *p = pattern, *s = path;
+  int n = 0;
+  while (*p && *s) {
+    if (*p == '{') {
+      const char *end = strchr(s, '/');
+      size_t len = end ? (size_t)(end - s) : strlen(s);
+      if (len == 0 || n == SRV_MAX_ARGS) goto fail;
+      caps[n] = qv_strndup(s, len);
+      if (caps[n++] == NULL) goto fail;
+      s += len;
+      p = strchr(p, '}') + 1;
+      continue;
+    }
+    if (*p != *s) goto fail;
+    p++;
+    s++;
+  }
+  if (*p == 0 && *s == 0) {
+    *n_caps = n;
+    return true;
+  }
+fail:
+  for (int i = 0; i < n; i++) qv_free(caps[i]);
+  return false;
+}
+
+static void set_route_args(srv_req *r, char **caps, int n) {
+  for (int i = 0; i < SRV_MAX_ARGS; i++) {
+    qv_free(r->args[i]);
+    r->args[i] = i < n ? caps[i] : NULL;
+  }
+}
+
+void router_dispatch(srv_req *r, const char *url, const char *api_key_header,
+                     const char *authorization_header) {
+  r->route = -1;
+  /* Qdrant trims a trailing '/' (actix NormalizePath); so do we. */
+  size_t n = strlen(url);
+  while (n > 1 && url[n - 1] == '/') n--;
+  r->path = qv_strndup(url, n);
+  if (r->path == NULL) {
+    srv_fail(r, 500, "Service internal error: out of memory");
+    return;
+  }
+  bool path_known = false;
+  char allow[64] = "";
+  for (size_t i = 0; i < router_n_routes; i++) {
+    char *caps[SRV_MAX_ARGS];
+    int n_caps;
+    if (!match(router_routes[i].pattern, r->path, caps, &n_caps)) continue;
+    if (strcmp(router_routes[i].method, r->method) != 0) {
+      path_known = true;
+      if (strlen(allow) + 8 < sizeof allow) {
+        if (allow[0]) strcat(allow, ", ");
+        strcat(allow, router_routes[i].method);
+      }
+      for (int k = 0; k < n_caps; k++) qv_free(caps[k]);
+      continue;
+    }
+    set_route_args(r, caps, n_caps);
+    r->route = (int)i;
+    break;
+  }
+  const srv_route *rt = r->route >= 0 ? &router_routes[r->route] : NULL;
+  if (rt == NULL || !rt->is_public) {
+    int level = auth_level(&r->s->cfg, api_key_header, authorization_header);
+    if (level == SRV_AUTH_NONE) {
+      bool given = api_key_header != NULL || authorization_header != NULL;
+      srv_text(r, 401, "text/plain",
+               given ? "Invalid API key or JWT"
+                     : "Must provide an API key or an Authorization bearer token");
+      return;
+    }
+    if (level == SRV_AUTH_READ && (rt ? rt->is_write : strcmp(r->method, "GET") != 0)) {
+      srv_fail(r, 403, "Forbidden: Write access is not allowed with a read-only API key");
+      return;
+    }
+  }
+  if (rt == NULL) {
+    if (path_known) {
+      srv_fail(r, 405, "Method %s is not allowed on %s", r->method, r->path);
+      memcpy(r->resp.allow, allow, sizeof allow);
+    } else {
+      srv_fail(r, 404, "Not found: no such endpoint: %s %s", r->method, r->path);
+    }
+    return;
+  }
+  rt->fn(r);
+  if (r->resp.status == 0) srv_fail(r, 500, "Service internal error: no response");
+}

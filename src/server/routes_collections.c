@@ -1,0 +1,410 @@
+/* routes_collections.c: collection endpoints — list, info, exists, create,
+ * delete, patch — and the payload-index declarations (PUT/DELETE
+ * /collections/{c}/index) kept in a sidecar file.
+ *
+ * The engine has no payload indexes yet: filters scan. Declared indexes are
+ * remembered in <data>/collections/<c>/payload_index.json (written
+ * atomically, guarded by srv.index_mu) so that payload_schema reports them
+ * as Qdrant would; the file lives in the collection's directory, so
+ * dropping the collection drops it. Invariant: CollectionInfo always
+ * carries every field the official clients require. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/fileio.h"
+#include "server/server_int.h"
+
+void h_coll_list(srv_req *r) {
+  char **names = NULL;
+  size_t n = 0;
+  qv_err err = {0};
+  qv_rc rc = qv_collection_list(r->s->db, &names, &n, &err);
+  if (rc != QV_OK) {
+    srv_rc_fail(r, rc, &err);
+    return;
+  }
+  json_t *arr = json_array();
+  for (size_t i = 0; i < n; i++) {
+    json_array_append_new(arr, json_pack("{s:s}", "name", names[i]));
+    free(names[i]);
+  }
+  free(names);
+  srv_ok(r, json_pack("{s:o}", "collections", arr));
+}
+
+void h_coll_exists(srv_req *r) {
+  qv_collection *c = NULL;
+  bool exists = qv_collection_get(r->s->db, r->args[0], &c, NULL) == QV_OK;
+  qv_collection_release(c);
+  srv_ok(r, json_pack("{s:b}", "exists", exists));
+}
+
+void h_coll_aliases(srv_req *r) {
+  srv_coll sc;
+  if (!srv_coll_open(r, &sc)) return;
+  srv_coll_close(&sc);
+  srv_ok(r, json_pack("{s:[]}", "aliases"));
+}
+
+/* ---- payload index sidecar ---------------------------------------------------- */
+
+static void index_path(srv_req *r, const char *coll, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s/collections/%s/payload_index.json", r->s->cfg.data_dir, coll);
+}
+
+/* The declared indexes ({field: {data_type, params?}}); {} when none. */
+static json_t *index_load(srv_req *r, const char *coll) {
+  char path[PATH_MAX];
+  index_path(r, coll, path, sizeof path);
+  char *text;
+  size_t n;
+  if (fileio_read_file(path, &text, &n, NULL) != QV_OK) return json_object();
+  json_t *o = json_loadb(text, n, 0, NULL);
+  qv_free(text);
+  if (!json_is_object(o)) {
+    json_decref(o);
+    return json_object();
+  }
+  return o;
+}
+
+static bool index_store(srv_req *r, const char *coll, const json_t *o) {
+  char path[PATH_MAX];
+  index_path(r, coll, path, sizeof path);
+  size_t len;
+  char *text = jsonio_dumps(o, &len);
+  if (text == NULL) return srv_fail(r, 500, "Service internal error: out of memory");
+  qv_err err = {0};
+  qv_rc rc = fileio_write_atomic(path, text, len, &err);
+  qv_free(text);
+  return rc == QV_OK ? true : srv_rc_fail(r, rc, &err);
+}
+
+/* Counts the points that have `field`, through the engine's filter. */
+static uint64_t points_with(srv_coll *sc, const char *field) {
+  json_t *f = json_pack("{s:[{s:{s:s}}]}", "must_not", "is_empty", "key", field);
+  size_t len;
+  char *text = f ? jsonio_dumps(f, &len) : NULL;
+  json_decref(f);
+  qv_filter *flt = NULL;
+  uint64_t n = 0;
+  if (text && qv_filter_parse(text, len, &flt, NULL) == QV_OK)
+    if (qv_count_filtered(sc->c, flt, &n, NULL) != QV_OK) n = 0;
+  qv_filter_free(flt);
+  qv_free(text);
+  return n;
+}
+
+json_t *index_schema_json(srv_req *r, srv_coll *sc) {
+  pthread_mutex_lock(&r->s->index_mu);
+  json_t *decl = index_load(r, sc->name);
+  pthread_mutex_unlock(&r->s->index_mu);
+  json_t *out = json_object();
+  const char *field;
+  json_t *d;
+  json_object_foreach(decl, field, d) {
+    json_t *e = json_deep_copy(d);
+    if (!json_is_object(e)) {
+      json_decref(e);
+      continue;
+    }
+    json_object_set_new(e, "points", jsonio_u64(points_with(sc, field)));
+    json_object_set_new(out, field, e);
+  }
+  json_decref(decl);
+  return out;
+}
+
+static const char *index_types[] = {"keyword", "integer", "float", "bool", "geo",
+                                    "text",    "datetime", "uuid", NULL};
+
+static bool valid_index_type(const char *t) {
+  for (int i = 0; index_types[i]; i++)
+    if (!strcmp(t, index_types[i])) return true;
+  return false;
+}
+
+void h_index_create(srv_req *r) {
+  json_t *body = srv_body(r, false);
+  srv_coll sc = {0};
+  const char *field = NULL;
+  if (body == NULL || !srv_check_wait(r) || !srv_coll_open(r, &sc)) goto out;
+  if (!srv_field_str(r, body, "field_name", true, &field)) goto out;
+  if (field[0] == 0) {
+    srv_invalid(r, "field_name", "must not be empty");
+    goto out;
+  }
+  const json_t *schema = json_object_get(body, "field_schema");
+  json_t *entry = NULL;
+  if (json_is_string(schema) && valid_index_type(json_string_value(schema))) {
+    entry = json_pack("{s:s}", "data_type", json_string_value(schema));
+  } else if (json_is_object(schema) && json_is_string(json_object_get(schema, "type")) &&
+             valid_index_type(json_string_value(json_object_get(schema, "type")))) {
+    entry = json_pack("{s:s, s:O}", "data_type",
+                      json_string_value(json_object_get(schema, "type")), "params", schema);
+  } else if (schema == NULL || json_is_null(schema)) {
+    srv_wrong_input(r, "field_schema is required (Quiver does not infer index types)");
+    goto out;
+  } else {
+    srv_format_err(r, "field_schema: expected one of keyword, integer, float, bool, geo, "
+                      "text, datetime, uuid, or an object with such a \"type\"");
+    goto out;
+  }
+  pthread_mutex_lock(&r->s->index_mu);
+  json_t *decl = index_load(r, sc.name);
+  json_object_set_new(decl, field, entry);
+  bool ok = index_store(r, sc.name, decl);
+  pthread_mutex_unlock(&r->s->index_mu);
+  json_decref(decl);
+  if (ok) srv_update_ok(r);
+out:
+  srv_coll_close(&sc);
+  json_decref(body);
+}
+
+void h_index_delete(srv_req *r) {
+  srv_coll sc = {0};
+  if (!srv_check_wait(r)) return;
+  /* args[0] is the collection, args[1] the field; srv_coll_open reads [0]. */
+  if (!srv_coll_open(r, &sc)) return;
+  pthread_mutex_lock(&r->s->index_mu);
+  json_t *decl = index_load(r, sc.name);
+  bool ok = true;
+  if (json_object_get(decl, r->args[1]) != NULL) {
+    json_object_del(decl, r->args[1]);
+    ok = index_store(r, sc.name, decl);
+  }
+  pthread_mutex_unlock(&r->s->index_mu);
+  json_decref(decl);
+  srv_coll_close(&sc);
+  if (ok) srv_update_ok(r);
+}
+
+/* ---- info ---------------------------------------------------------------------- */
+
+void h_coll_get(srv_req *r) {
+  srv_coll sc;
+  if (!srv_coll_open(r, &sc)) return;
+  const qv_collection_info *in = &sc.info;
+  const qv_collection_config *cf = &in->config;
+  const char *status = in->is_failed ? "red" : in->pending_builds ? "yellow" : "green";
+  json_t *opt_status = in->is_failed
+                           ? json_pack("{s:s}", "error", "a write failed; the collection "
+                                                         "refuses writes until reopened")
+                           : json_string("ok");
+  json_t *config = json_pack(
+      "{s:{s:{s:I, s:s}, s:I, s:i, s:i, s:b},"
+      " s:{s:I, s:I, s:I, s:i, s:b},"
+      " s:{s:f, s:i, s:i, s:n, s:n, s:I, s:i, s:n},"
+      " s:{s:i, s:i}, s:n}",
+      "params", "vectors", "size", (json_int_t)cf->dim, "distance",
+      qv_distance_name(cf->distance), "shard_number", (json_int_t)cf->shard_number,
+      "replication_factor", 1, "write_consistency_factor", 1, "on_disk_payload", 1,
+      "hnsw_config", "m", (json_int_t)cf->hnsw_m, "ef_construct",
+      (json_int_t)cf->hnsw_ef_construct, "full_scan_threshold",
+      (json_int_t)cf->full_scan_threshold, "max_indexing_threads", 0, "on_disk", 0,
+      "optimizer_config", "deleted_threshold", 0.2, "vacuum_min_vector_number", 1000,
+      "default_segment_number", 0, "max_segment_size", "memmap_threshold",
+      "indexing_threshold", (json_int_t)cf->segment_max_points, "flush_interval_sec", 0,
+      "max_optimization_threads", "wal_config", "wal_capacity_mb", 32, "wal_segments_ahead", 0,
+      "quantization_config");
+  json_t *info = json_pack("{s:s, s:o, s:I, s:o, s:o, s:o, s:o}", "status", status,
+                           "optimizer_status", opt_status, "segments_count",
+                           (json_int_t)in->segments_count, "points_count",
+                           jsonio_u64(in->points_count), "indexed_vectors_count",
+                           jsonio_u64(in->indexed_vectors_count), "config", config,
+                           "payload_schema", index_schema_json(r, &sc));
+  srv_coll_close(&sc);
+  srv_ok(r, info);
+}
+
+/* ---- create / delete / patch ------------------------------------------------------ */
+
+/* Reads one u32 setting of a config sub-object; 0 < value is not checked
+ * here (the engine's config_validate names the bounds). */
+static bool cfg_u32(srv_req *r, const json_t *obj, const char *key, uint32_t *out) {
+  uint64_t v = *out;
+  if (!srv_field_u64(r, obj, key, false, &v)) return false;
+  if (v > UINT32_MAX) return srv_wrong_input(r, "%s %llu is too large", key,
+                                             (unsigned long long)v);
+  *out = (uint32_t)v;
+  return true;
+}
+
+static bool parse_vectors(srv_req *r, const json_t *v, qv_collection_config *cfg) {
+  if (!json_is_object(v))
+    return srv_format_err(r, "vectors: invalid type: expected a map with size and distance");
+  const json_t *size = json_object_get(v, "size");
+  if (size == NULL) {
+    /* {"name": {size, distance}}: named vectors. */
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)v, key, val) {
+      if (json_is_object(val))
+        return srv_wrong_input(r, "named vectors are not supported yet; use one unnamed "
+                                  "vector: {\"size\": N, \"distance\": \"Cosine\"}");
+    }
+    return srv_format_err(r, "vectors: missing field `size`");
+  }
+  uint64_t dim = 0;
+  const char *dist = NULL;
+  if (!srv_field_u64(r, v, "size", true, &dim)) return false;
+  if (dim == 0) return srv_format_err(r, "vectors.size: invalid value: integer `0`, expected a nonzero u64");
+  if (dim > 65536) return srv_invalid(r, "vectors.size", "value %llu invalid, must be 65536 or less",
+                                      (unsigned long long)dim);
+  if (dim > QV_DIM_MAX)
+    return srv_wrong_input(r, "vector size %llu: Quiver supports at most %u dimensions",
+                           (unsigned long long)dim, QV_DIM_MAX);
+  cfg->dim = (uint32_t)dim;
+  if (!srv_field_str(r, v, "distance", true, &dist)) return false;
+  static const char *names[] = {"Cosine", "Dot", "Euclid", "Manhattan"};
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(dist, names[i])) {
+      cfg->distance = (qv_distance)i;
+      dist = NULL;
+      break;
+    }
+  if (dist)
+    return srv_format_err(r, "vectors.distance: unknown variant `%.40s`, expected one of "
+                             "`Cosine`, `Euclid`, `Dot`, `Manhattan`",
+                          dist);
+  const char *dt = NULL;
+  if (!srv_field_str(r, v, "datatype", false, &dt)) return false;
+  if (dt && strcmp(dt, "float32") != 0)
+    return srv_wrong_input(r, "vector datatype %.20s is not supported yet (only float32)", dt);
+  if (json_object_get(v, "multivector_config") && !json_is_null(json_object_get(v, "multivector_config")))
+    return srv_wrong_input(r, "multivectors are not supported yet");
+  bool ok;
+  const json_t *h = srv_field_obj(r, v, "hnsw_config", &ok);
+  if (!ok) return false;
+  if (h && (!cfg_u32(r, h, "m", &cfg->hnsw_m) ||
+            !cfg_u32(r, h, "ef_construct", &cfg->hnsw_ef_construct) ||
+            !cfg_u32(r, h, "full_scan_threshold", &cfg->full_scan_threshold)))
+    return false;
+  return true;
+}
+
+/* A key that configures something Quiver cannot do is refused rather than
+ * silently ignored; keys that only tune Qdrant's internals are accepted. */
+static bool refuse_if_set(srv_req *r, const json_t *body, const char *key, const char *what) {
+  const json_t *v = json_object_get(body, key);
+  if (v == NULL || json_is_null(v)) return true;
+  if (json_is_object(v) && json_object_size(v) == 0) return true;
+  return srv_wrong_input(r, "%s %s not supported yet", key, what);
+}
+
+static bool parse_create(srv_req *r, const json_t *body, qv_collection_config *cfg) {
+  qv_collection_config_init(cfg);
+  const json_t *v = json_object_get(body, "vectors");
+  if (v == NULL || json_is_null(v)) return srv_format_err(r, "missing field `vectors`");
+  if (!parse_vectors(r, v, cfg)) return false;
+  bool ok;
+  const json_t *h = srv_field_obj(r, body, "hnsw_config", &ok);
+  if (!ok) return false;
+  if (h) {
+    uint64_t m = 16;
+    if (!srv_field_u64(r, h, "m", false, &m)) return false;
+    if (json_object_get(h, "m") && m == 0)
+      return srv_wrong_input(r, "hnsw_config.m = 0 (no graph) is not supported yet");
+    if (!cfg_u32(r, h, "m", &cfg->hnsw_m) ||
+        !cfg_u32(r, h, "ef_construct", &cfg->hnsw_ef_construct) ||
+        !cfg_u32(r, h, "full_scan_threshold", &cfg->full_scan_threshold))
+      return false;
+    if (json_object_get(h, "ef_construct") && cfg->hnsw_ef_construct < 4)
+      return srv_invalid(r, "hnsw_config.ef_construct", "value %u invalid, must be 4 or larger",
+                         cfg->hnsw_ef_construct);
+  }
+  const json_t *o = srv_field_obj(r, body, "optimizers_config", &ok);
+  if (!ok) return false;
+  (void)o; /* accepted; the engine's optimizer has no such knobs yet */
+  if (!cfg_u32(r, body, "shard_number", &cfg->shard_number)) return false;
+  if (json_object_get(body, "shard_number") && cfg->shard_number == 0)
+    return srv_format_err(r, "shard_number: invalid value: integer `0`, expected a nonzero u32");
+  uint64_t rf = 1, wcf = 1;
+  if (!srv_field_u64(r, body, "replication_factor", false, &rf) ||
+      !srv_field_u64(r, body, "write_consistency_factor", false, &wcf))
+    return false;
+  bool on_disk = true;
+  if (!srv_field_bool(r, body, "on_disk_payload", &on_disk)) return false;
+  return refuse_if_set(r, body, "sparse_vectors", "are") &&
+         refuse_if_set(r, body, "quantization_config", "is") &&
+         refuse_if_set(r, body, "init_from", "is") &&
+         refuse_if_set(r, body, "sharding_method", "is");
+}
+
+/* Names Qdrant refuses (422), then names the engine cannot store (400). */
+static bool check_name(srv_req *r, const char *name) {
+  if (strlen(name) > QV_NAME_MAX)
+    return srv_invalid(r, "collection_name", "length must be at most %u", QV_NAME_MAX);
+  if (strpbrk(name, "<>:\"/\\|?*") != NULL)
+    return srv_invalid(r, "collection_name",
+                       "collection name cannot contain \"<>:\\\"/\\\\|?*\" characters");
+  /* The engine treats directories starting with '.' as leftovers of an
+   * interrupted create and removes them when it opens the database. */
+  if (name[0] == '.')
+    return srv_wrong_input(r, "collection name \"%s\" may not start with '.'", name);
+  return true;
+}
+
+void h_coll_create(srv_req *r) {
+  json_t *body = srv_body(r, false);
+  qv_collection_config cfg;
+  if (body == NULL || !check_name(r, r->args[0]) || !parse_create(r, body, &cfg)) {
+    json_decref(body);
+    return;
+  }
+  json_decref(body);
+  qv_err err = {0};
+  qv_rc rc = qv_collection_create(r->s->db, r->args[0], &cfg, &err);
+  if (rc == QV_EEXIST) {
+    srv_fail(r, 409, "Wrong input: Collection `%s` already exists!", r->args[0]);
+    return;
+  }
+  if (rc != QV_OK) {
+    srv_rc_fail(r, rc, &err);
+    return;
+  }
+  srv_ok(r, json_true());
+}
+
+void h_coll_delete(srv_req *r) {
+  qv_err err = {0};
+  qv_rc rc = qv_collection_drop(r->s->db, r->args[0], &err);
+  if (rc == QV_ENOTFOUND || rc == QV_EINVAL) {
+    srv_ok(r, json_false());
+    return;
+  }
+  if (rc != QV_OK) {
+    srv_rc_fail(r, rc, &err);
+    return;
+  }
+  srv_ok(r, json_true());
+}
+
+void h_coll_patch(srv_req *r) {
+  json_t *body = srv_body(r, true);
+  srv_coll sc = {0};
+  if (body == NULL || !srv_coll_open(r, &sc)) goto out;
+  /* Every known section is checked for shape; none is applied, because no
+   * setting of a Quiver collection can change after creation yet. */
+  static const char *sections[] = {"optimizers_config", "params", "hnsw_config", "vectors",
+                                   "sparse_vectors", "strict_mode_config", "metadata"};
+  for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
+    bool ok;
+    srv_field_obj(r, body, sections[i], &ok);
+    if (!ok) goto out;
+  }
+  const json_t *q = json_object_get(body, "quantization_config");
+  if (q && !json_is_null(q) && !json_is_object(q) &&
+      !(json_is_string(q) && !strcmp(json_string_value(q), "Disabled"))) {
+    srv_format_err(r, "quantization_config: expected an object or \"Disabled\"");
+    goto out;
+  }
+  srv_ok(r, json_true());
+out:
+  srv_coll_close(&sc);
+  json_decref(body);
+}

@@ -1,0 +1,275 @@
+/* server_int.h: the structures and helpers shared by the files of
+ * src/server/ and by nothing outside it (server.h is the public face).
+ *
+ * A request travels http.c (MHD glue, body accumulation) -> router.c (route
+ * match, API-key check) -> one handler in routes_*.c, which reads the body
+ * with the helpers of json_api.c and leaves exactly one response in
+ * r->resp. Handlers talk to the engine only through include/quiver.h. */
+#ifndef QV_SERVER_INT_H
+#define QV_SERVER_INT_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "quiver.h"
+#include "server/json_io.h"
+
+/* Qdrant version reported by GET / (clients warn unless major/minor are
+ * close to their own). */
+#define SRV_QDRANT_VERSION "1.18.0"
+
+/* ---- configuration (config.c) ---------------------------------------------- */
+
+typedef struct srv_config {
+  char *host;
+  uint64_t port;
+  char *data_dir;
+  char *api_key;           /* "" = no authentication */
+  char *read_only_api_key; /* "" = none */
+  uint64_t max_body_bytes;
+  uint64_t threads;        /* 0 = automatic */
+  uint64_t log_level;      /* a qv_log_level */
+  bool allow_insecure_remote;
+  char *config_file;       /* "" = none */
+} srv_config;
+
+/* Fills `cfg` from defaults < config file < environment < flags (argv[0] is
+ * the command name). Returns -1 to go on serving, or an exit status: 0 after
+ * --help, 2 after a usage error (reported on errf). */
+int srvcfg_load(int argc, char **argv, srv_config *cfg, FILE *errf);
+void srvcfg_free(srv_config *cfg);
+void srvcfg_help(FILE *f);
+/* The settings table as Markdown, for docs/api.md (`serve --help-markdown`). */
+void srvcfg_markdown(FILE *f);
+const char *srvcfg_level_name(uint64_t level);
+
+/* ---- the server ------------------------------------------------------------ */
+
+typedef struct srv {
+  srv_config cfg;
+  qv_db *db;
+  uint64_t op_seq;         /* UpdateResult.operation_id; atomic */
+  int in_flight;           /* requests between headers and completion; atomic */
+  pthread_mutex_t index_mu; /* serialises payload_index.json updates */
+} srv;
+
+/* ---- one request ------------------------------------------------------------- */
+
+typedef struct srv_resp {
+  unsigned status;
+  char *body; /* freed with free_fn after sending */
+  size_t len;
+  void (*free_fn)(void *);
+  const char *content_type;
+  char allow[64];    /* Allow header of a 405, "" otherwise */
+} srv_resp;
+
+#define SRV_MAX_ARGS 3
+
+typedef struct srv_req {
+  srv *s;
+  struct MHD_Connection *conn; /* NULL in unit tests */
+  const char *method;
+  char *path;                  /* without the query or a trailing '/' */
+  char *args[SRV_MAX_ARGS];    /* the {...} captures of the route, in order */
+  const char *body;            /* NUL-terminated */
+  size_t body_len;
+  double t0;                   /* monotonic seconds when the headers arrived */
+  int route;                   /* index in router_routes, -1 if none */
+  srv_resp resp;
+} srv_req;
+
+typedef void (*srv_handler)(srv_req *r);
+
+typedef struct srv_route {
+  const char *method;
+  const char *pattern; /* "/collections/{name}/points"; also the metrics label */
+  srv_handler fn;
+  bool is_write;       /* refused for the read-only key */
+  bool is_public;      /* served without an API key (/, the probes) */
+} srv_route;
+
+/* router.c */
+extern const srv_route router_routes[];
+extern const size_t router_n_routes;
+/* Normalises `url` into r->path (qv_malloc'd, like r->args; the caller
+ * frees them), finds the route, checks the API key and runs the handler. */
+void router_dispatch(srv_req *r, const char *url, const char *api_key_header,
+                     const char *authorization_header);
+
+/* auth.c: SRV_AUTH_* from the request's api-key / Authorization header. */
+enum { SRV_AUTH_NONE, SRV_AUTH_READ, SRV_AUTH_FULL };
+int auth_level(const srv_config *cfg, const char *api_key_header,
+               const char *authorization_header);
+
+/* metrics.c */
+void metrics_init(void);
+void metrics_record(int route, const char *method, unsigned status, double seconds);
+char *metrics_render(srv *s, size_t *len); /* qv_malloc'd */
+
+/* ---- responses and request parsing (json_api.c) ------------------------------- */
+
+double srv_now(void);
+/* The success envelope {"result", "status": "ok", "time"}; steals result. */
+void srv_ok(srv_req *r, json_t *result);
+/* The error envelope {"status": {"error"}, "time"}; returns false so that
+ * parsers can `return srv_fail(...)`. */
+bool srv_fail(srv_req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* 400 "Format error in JSON body: ..." */
+bool srv_format_err(srv_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 422 "Validation error in JSON body: [field: ...]" */
+bool srv_invalid(srv_req *r, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* 400 "Wrong input: ..." */
+bool srv_wrong_input(srv_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The one qv_rc -> HTTP table. */
+bool srv_rc_fail(srv_req *r, qv_rc rc, const qv_err *err);
+unsigned srv_rc_status(qv_rc rc);
+/* A non-JSON body (copied). */
+void srv_text(srv_req *r, unsigned status, const char *content_type, const char *text);
+/* A body the caller built (taken over; freed with free_fn). */
+void srv_raw(srv_req *r, unsigned status, const char *content_type, char *body,
+             size_t len, void (*free_fn)(void *));
+
+/* A query-string argument or NULL. */
+const char *srv_query(srv_req *r, const char *key);
+/* The request body as a JSON object; an empty body is {} when allow_empty.
+ * NULL after setting an error response. Caller decrefs. */
+json_t *srv_body(srv_req *r, bool allow_empty);
+/* The UpdateResult reply of a write that is already durable. */
+void srv_update_ok(srv_req *r);
+bool srv_check_wait(srv_req *r);
+
+/* A collection with its configuration, looked up from the first route
+ * argument; on failure a 404 is set and false returned. */
+typedef struct srv_coll {
+  qv_collection *c;
+  qv_collection_info info;
+  const char *name;
+} srv_coll;
+bool srv_coll_open(srv_req *r, srv_coll *out);
+void srv_coll_close(srv_coll *sc);
+
+/* Typed fields of a request object. A missing key or null leaves *out at
+ * the default and is fine unless `required`; a wrong type sets a 400. */
+bool srv_field_u64(srv_req *r, const json_t *obj, const char *key, bool required,
+                   uint64_t *out);
+bool srv_field_bool(srv_req *r, const json_t *obj, const char *key, bool *out);
+bool srv_field_f64(srv_req *r, const json_t *obj, const char *key, bool *present,
+                   double *out);
+bool srv_field_str(srv_req *r, const json_t *obj, const char *key, bool required,
+                   const char **out);
+/* A present, non-null field that must be an object / array (else 400). */
+json_t *srv_field_obj(srv_req *r, const json_t *obj, const char *key, bool *ok);
+json_t *srv_field_arr(srv_req *r, const json_t *obj, const char *key, bool *ok);
+
+/* Point ids: an unsigned integer (up to 2^64-1) or a UUID string. */
+bool srv_id_parse(srv_req *r, const json_t *v, const char *what, qv_point_id *out);
+/* An array of ids, qv_malloc'd into *out (n may be 0). */
+bool srv_ids_parse(srv_req *r, const json_t *arr, const char *what,
+                   qv_point_id **out, size_t *n);
+json_t *srv_id_json(const qv_point_id *id);
+void srv_id_text(const qv_point_id *id, char buf[40]);
+
+/* A dense vector of exactly `dim` finite floats into out[0..dim). Accepts a
+ * plain array or {"": [...]}; other names are refused as Qdrant does. */
+bool srv_vector_parse(srv_req *r, const json_t *v, const char *what,
+                      uint32_t dim, float *out);
+
+/* The `filter` key of `obj` (absent or null: *out = NULL). */
+bool srv_filter_parse(srv_req *r, const json_t *obj, const char *key, qv_filter **out);
+
+/* with_payload: true / false / ["k"] / {"include": [...]} / {"exclude": [...]}. */
+typedef struct srv_sel {
+  enum { SEL_NONE, SEL_ALL, SEL_INCLUDE, SEL_EXCLUDE } mode;
+  const json_t *keys; /* borrowed from the request body */
+} srv_sel;
+bool srv_sel_parse(srv_req *r, const json_t *obj, bool dflt, srv_sel *out);
+bool srv_with_vector(srv_req *r, const json_t *obj, bool dflt, bool *out);
+/* The payload to return for `text` under `sel` (NULL: leave the key out). */
+json_t *srv_payload_json(const srv_sel *sel, const char *text, size_t len);
+/* A Record {id, payload?, vector?}. */
+json_t *srv_record_json(const qv_record *rec, const srv_sel *sel, bool with_vector,
+                        uint32_t dim);
+/* ScoredPoint[] for hits, fetching payloads/vectors when asked. */
+json_t *srv_hits_json(srv_req *r, srv_coll *sc, const qv_hit *hits, size_t n,
+                      const srv_sel *sel, bool with_vector);
+
+/* ---- handlers (routes_*.c) ------------------------------------------------------ */
+
+void h_root(srv_req *r);
+void h_healthz(srv_req *r);
+void h_metrics(srv_req *r);
+void h_cluster(srv_req *r);
+void h_aliases(srv_req *r);
+
+void h_coll_list(srv_req *r);
+void h_coll_get(srv_req *r);
+void h_coll_create(srv_req *r);
+void h_coll_delete(srv_req *r);
+void h_coll_patch(srv_req *r);
+void h_coll_exists(srv_req *r);
+void h_coll_aliases(srv_req *r);
+void h_index_create(srv_req *r);
+void h_index_delete(srv_req *r);
+
+void h_upsert(srv_req *r);
+void h_retrieve(srv_req *r);
+void h_point_get(srv_req *r);
+void h_delete(srv_req *r);
+void h_payload_set(srv_req *r);
+void h_payload_overwrite(srv_req *r);
+void h_payload_delete(srv_req *r);
+void h_payload_clear(srv_req *r);
+void h_vectors_update(srv_req *r);
+void h_batch(srv_req *r);
+
+void h_scroll(srv_req *r);
+void h_count(srv_req *r);
+void h_search(srv_req *r);
+void h_search_batch(srv_req *r);
+void h_recommend(srv_req *r);
+void h_recommend_batch(srv_req *r);
+void h_query(srv_req *r);
+void h_query_batch(srv_req *r);
+
+/* routes_points.c: the write operations, shared by their endpoints and by
+ * POST .../points/batch. Each applies `body` durably or sets an error. */
+bool op_upsert(srv_req *r, srv_coll *sc, const json_t *body);
+bool op_delete(srv_req *r, srv_coll *sc, const json_t *body);
+bool op_payload(srv_req *r, srv_coll *sc, const json_t *body, int kind);
+bool op_vectors(srv_req *r, srv_coll *sc, const json_t *body);
+enum { PAYLOAD_SET, PAYLOAD_OVERWRITE, PAYLOAD_DELETE, PAYLOAD_CLEAR };
+
+/* routes_search.c: the search machinery shared with the Query API. */
+typedef struct search_spec {
+  float *vec;           /* dim floats, qv_malloc'd */
+  qv_filter *filter;
+  qv_search_params p;   /* k = limit, offset, ef, exact, threshold */
+  srv_sel sel;
+  bool with_vector;
+  qv_point_id *exclude; /* ids never returned (query by id, recommend) */
+  size_t n_exclude;
+} search_spec;
+void search_spec_free(search_spec *s);
+/* limit (alias top; default_limit 0 = required), offset, score_threshold,
+ * params {hnsw_ef, exact}, filter, with_payload, with_vector of `obj`. */
+bool search_spec_parse(srv_req *r, const json_t *obj, uint32_t default_limit, search_spec *s);
+/* Runs the search; *hits is qv_malloc'd (may be NULL when n == 0). */
+bool search_run(srv_req *r, srv_coll *sc, const search_spec *s, qv_hit **hits, size_t *n);
+/* Recommend's average_vector query from positive/negative examples (ids or
+ * vectors) into out[0..dim); the example ids are appended to s->exclude. */
+bool recommend_vector(srv_req *r, srv_coll *sc, const json_t *pos, const json_t *neg,
+                      float *out, search_spec *s);
+/* Fetches the stored vector of point `id` into out (404 when absent). */
+bool point_vector(srv_req *r, srv_coll *sc, const qv_point_id *id, float *out);
+
+/* routes_collections.c: payload_schema for GET /collections/{c}. */
+json_t *index_schema_json(srv_req *r, srv_coll *sc);
+
+#endif
