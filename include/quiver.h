@@ -348,6 +348,41 @@ QV_API qv_rc qv_payload_delete_keys(qv_collection *c, const qv_point_id *ids,
 QV_API qv_rc qv_payload_clear(qv_collection *c, const qv_point_id *ids,
                               size_t n, const qv_filter *filter, qv_err *err);
 
+/* ---- payload indexes ------------------------------------------------------ */
+
+typedef enum qv_index_type {
+  QV_INDEX_KEYWORD = 0, /* strings: match value / any */
+  QV_INDEX_INTEGER,     /* numbers: match value / any on integers, range */
+  QV_INDEX_FLOAT,       /* numbers: range */
+  QV_INDEX_BOOL,        /* booleans: match value */
+  QV_INDEX_DATETIME,    /* RFC 3339 strings: range */
+  QV_INDEX_UUID,        /* UUID strings: match value / any */
+} qv_index_type;
+
+/* Indexes payload field `field` (a key path like "a.b" or "tags[]") so that
+ * filters on it find their candidates without a scan. An index never
+ * changes results, only speed; filters work without one. Creating an
+ * existing index with the same type is a no-op; with another type it is
+ * replaced. Errors: QV_EINVAL (bad path), QV_EIO. */
+QV_API qv_rc qv_payload_index_create(qv_collection *c, const char *field,
+                                     qv_index_type type, qv_err *err);
+/* Errors: QV_ENOTFOUND (no index on that field), QV_EIO. */
+QV_API qv_rc qv_payload_index_drop(qv_collection *c, const char *field,
+                                   qv_err *err);
+
+typedef struct qv_payload_index_info {
+  char field[256];
+  qv_index_type type;
+  uint64_t points; /* live points with at least one value indexed */
+} qv_payload_index_info;
+
+/* Lists the collection's payload indexes (*out is malloc'd; free() it). */
+QV_API qv_rc qv_payload_index_list(qv_collection *c, qv_payload_index_info **out,
+                                   size_t *n, qv_err *err);
+/* "keyword", "integer", "float", "bool", "datetime", "uuid". */
+QV_API const char *qv_index_type_name(qv_index_type t);
+QV_API qv_rc qv_index_type_parse(const char *name, qv_index_type *out, qv_err *err);
+
 /* ---- search ------------------------------------------------------------- */
 
 typedef struct qv_hit {

@@ -36,6 +36,7 @@ qv_rc collection_open_dir(qv_db *db, const char *name, const char *dir,
   if (c == NULL) return qv_err_set(err, QV_ENOMEM, "collection: no memory");
   c->db = db;
   c->refs = 1;
+  pthread_mutex_init(&c->idx_mu, NULL);
   c->name = qv_strdup(name);
   char path[PATH_MAX];
   c->dir = qv_strdup(dir);
@@ -52,6 +53,7 @@ qv_rc collection_open_dir(qv_db *db, const char *name, const char *dir,
     rc = shard_open(path, i, &c->cfg, db->n_threads, &c->shards[i], err);
     if (rc == QV_OK) c->n_shards++;
   }
+  if (rc == QV_OK) rc = collection_load_indexes(c, err);
   if (rc != QV_OK) {
     collection_unref(c);
     return rc;
@@ -63,6 +65,8 @@ qv_rc collection_open_dir(qv_db *db, const char *name, const char *dir,
 void collection_unref(qv_collection *c) {
   if (c == NULL || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   for (uint32_t i = 0; i < c->n_shards; i++) shard_close(c->shards[i]);
+  idxdefs_unref(c->defs);
+  pthread_mutex_destroy(&c->idx_mu);
   if (c->dropped && c->dir) fileio_remove_tree(c->dir, NULL);
   qv_free(c->shards);
   qv_free(c->name);

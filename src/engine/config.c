@@ -6,10 +6,10 @@
 #include <strings.h>
 
 #include "base/alloc.h"
-#include "base/crc32c.h"
 #include "base/err.h"
 #include "base/fileio.h"
 #include "engine/engine.h"
+#include "engine/json_file.h"
 #include "index/hnsw.h"
 
 #define SEGMENT_MAX_POINTS_DEFAULT 200000u
@@ -149,41 +149,18 @@ qv_rc config_write(const char *path, const qv_collection_config *c, qv_err *err)
     }
     json_object_set_new(o, "vectors", arr);
   }
-  /* A flipped digit is still valid JSON: a CRC-32C of the canonical compact
-   * form (sorted keys, without the checksum) catches it. */
-  char *canon = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-  if (canon != NULL) {
-    json_object_set_new(o, "checksum", json_integer(crc32c(canon, strlen(canon))));
-    free(canon);
-  }
-  char *text = canon ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+  if (o == NULL) return qv_err_set(err, QV_ENOMEM, "config %s: no memory", path);
+  qv_rc rc = json_file_write(path, o, err);
   json_decref(o);
-  if (text == NULL) return qv_err_set(err, QV_ENOMEM, "config %s: no memory", path);
-  qv_rc rc = fileio_write_atomic(path, text, strlen(text), err);
-  free(text);
   return rc;
 }
 
 qv_rc config_read(const char *path, qv_collection_config *c, qv_err *err) {
-  char *text;
-  size_t n;
-  qv_rc rc = fileio_read_file(path, &text, &n, err);
+  json_t *o;
+  json_error_t je;
+  qv_rc rc = json_file_read(path, &o, err);
   if (rc == QV_ENOTFOUND) return QV_CORRUPT(err, "%s is missing", path);
   if (rc != QV_OK) return rc;
-  json_error_t je;
-  json_t *o = json_loadb(text, n, 0, &je);
-  qv_free(text);
-  if (o == NULL) return QV_CORRUPT(err, "%s: %s (line %d)", path, je.text, je.line);
-  json_t *sum = json_object_get(o, "checksum");
-  json_int_t want = json_is_integer(sum) ? json_integer_value(sum) : -1;
-  json_object_del(o, "checksum");
-  char *canon = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-  bool sum_ok = canon != NULL && want == (json_int_t)crc32c(canon, strlen(canon));
-  free(canon);
-  if (!sum_ok) {
-    json_decref(o);
-    return QV_CORRUPT(err, "%s: checksum mismatch (or missing)", path);
-  }
   json_int_t format, dim, m, efc, shards, segmax, fst;
   const char *dist;
   json_t *named = NULL;

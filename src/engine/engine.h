@@ -17,6 +17,8 @@ struct qv_collection {
   spaces sp;
   shard **shards;
   uint32_t n_shards;
+  pthread_mutex_t idx_mu; /* serialises payload index changes */
+  idxdefs *defs;          /* payload index definitions, or NULL */
   int refs;     /* the registry's one plus one per borrower */
   bool dropped; /* files are removed when the last reference goes */
 };
@@ -55,6 +57,9 @@ void collection_unref(qv_collection *c);
 qv_rc db_register_locked(qv_db *db, qv_collection *c, qv_err *err);
 qv_collection *db_find_locked(qv_db *db, const char *name, size_t *at);
 qv_rc db_drop_locked(qv_db *db, qv_collection *c, size_t at, qv_err *err);
+
+/* payload_indexes.c: loads indexes.json into c->defs and the shards. */
+qv_rc collection_load_indexes(qv_collection *c, qv_err *err);
 
 /* optimizer.c */
 qv_rc optimizer_start(qv_db *db, qv_err *err);

@@ -39,6 +39,7 @@ qv_rc segment_new_mutable(const spaces *sp, uint32_t cap, uint64_t first_lsn,
   segment *s = qv_calloc(1, sizeof *s);
   if (s == NULL) return qv_err_set(err, QV_ENOMEM, "segment: no memory");
   s->state = SEG_MUTABLE;
+  segidx_init(&s->pix);
   s->sp = sp;
   s->cap = cap;
   s->refs = 1;
@@ -70,6 +71,7 @@ qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, const spaces *sp,
   segment *s = qv_calloc(1, sizeof *s);
   if (s == NULL) return qv_err_set(err, QV_ENOMEM, "segment: no memory");
   s->state = SEG_SEALED;
+  segidx_init(&s->pix);
   s->seg_id = seg_id;
   s->sp = sp;
   s->refs = 1;
@@ -157,6 +159,7 @@ const json_t *segment_payload_json(segment *s, uint32_t row) {
 
 void segment_unref(segment *s) {
   if (s == NULL || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  segidx_destroy(&s->pix); /* before the payloads its strings point into */
   free_pjson(s);
   if (s->state == SEG_SEALED) {
     for (uint32_t i = 0; i < QV_SPACES_MAX; i++) hnsw_free(s->graph[i]);

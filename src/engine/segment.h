@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "base/fileio.h"
+#include "engine/segment_index.h"
 #include "engine/space.h"
 #include "index/hnsw.h"
 #include "quiver.h"
@@ -71,6 +72,7 @@ typedef struct segment {
   uint64_t first_lsn, end_lsn; /* writes covered; end set when frozen */
   double build_seconds;
 
+  segidx pix;     /* payload indexes built for this segment */
   fileio_map map; /* sealed: the segment file */
   char *dir;      /* sealed: its directory */
   bool remove_on_free; /* set when superseded: delete dir on last unref */

@@ -311,6 +311,7 @@ void shard_close(shard *sh) {
   if (sh == NULL) return;
   wal_close(sh->log);
   seglist_unref(sh->list);
+  idxdefs_unref(sh->defs);
   idmap_free(&sh->map);
   rec_buf_free(&sh->buf);
   pthread_rwlock_destroy(&sh->lock);
@@ -561,6 +562,7 @@ void shard_view_get_locked(shard *sh, shard_view *v) {
    * the checkpoint only means nothing new was written yet. */
   if (durable < sh->checkpoint_lsn) durable = sh->checkpoint_lsn;
   v->snap = applied < durable ? applied : durable;
+  v->defs = idxdefs_ref(sh->defs);
 }
 
 void shard_view_get(shard *sh, shard_view *v) {
@@ -571,7 +573,18 @@ void shard_view_get(shard *sh, shard_view *v) {
 
 void shard_view_put(shard_view *v) {
   seglist_unref(v->list);
+  idxdefs_unref(v->defs);
   v->list = NULL;
+  v->defs = NULL;
+}
+
+void shard_set_indexes(shard *sh, idxdefs *d) {
+  idxdefs_ref(d);
+  pthread_rwlock_wrlock(&sh->lock);
+  idxdefs *old = sh->defs;
+  sh->defs = d;
+  pthread_rwlock_unlock(&sh->lock);
+  idxdefs_unref(old);
 }
 
 uint32_t shard_pending(shard *sh) {

@@ -55,6 +55,7 @@ typedef struct shard {
   uint64_t checkpoint_lsn;
   uint64_t next_segment_id;
   bool failed; /* atomic; a write could not be made durable */
+  idxdefs *defs; /* payload index definitions (NULL: none); under `lock` */
   rec_buf buf;
   uint32_t n_threads; /* index build threads */
 } shard;
@@ -93,6 +94,7 @@ qv_rc shard_rewrite_payloads(shard *sh, const qv_point_id *ids, size_t n,
 typedef struct shard_view {
   seglist *list;
   uint64_t snap;
+  idxdefs *defs; /* counted reference, may be NULL */
 } shard_view;
 void shard_view_get(shard *sh, shard_view *v);
 void shard_view_get_locked(shard *sh, shard_view *v); /* lock held */
@@ -117,6 +119,9 @@ void shard_install_list(shard *sh, seglist *nl);
 struct tar_writer;
 qv_rc shard_snapshot(shard *sh, struct tar_writer *t, const char *prefix,
                      qv_err *err);
+
+/* Replaces the payload index definitions (takes a reference to `d`). */
+void shard_set_indexes(shard *sh, idxdefs *d);
 
 /* Make the shard refuse further writes after a durability failure. */
 void shard_fail(shard *sh, const char *why);

@@ -57,6 +57,7 @@ typedef struct allow_ctx {
   uint64_t snap;
   const idmap *allow;
   const qv_filter *filter;
+  const rowset *cand; /* rows a payload index allows, or NULL */
 } allow_ctx;
 
 static bool payload_ok(segment *s, uint32_t row, const qv_filter *f) {
@@ -65,6 +66,7 @@ static bool payload_ok(segment *s, uint32_t row, const qv_filter *f) {
 
 static bool row_allowed(void *vctx, uint32_t row) {
   const allow_ctx *c = vctx;
+  if (c->cand != NULL && !rowset_has(c->cand, row)) return false;
   if (!segment_visible(c->seg, row, c->snap) || !segment_has(c->seg, c->space, row))
     return false;
   if (c->allow != NULL && idmap_get(c->allow, &c->seg->ids[row]) == NULL) return false;
@@ -72,11 +74,17 @@ static bool row_allowed(void *vctx, uint32_t row) {
 }
 
 static void scan_exact(segment *s, uint32_t n, uint64_t snap,
-                       const shard_search_args *a, vec_dist_fn dist, topk *out) {
-  allow_ctx c = {s, a->space, snap, a->allow, a->filter};
+                       const shard_search_args *a, const rowset *cand, vec_dist_fn dist,
+                       topk *out) {
+  allow_ctx c = {s, a->space, snap, a->allow, a->filter, cand};
   const float *q = a->query;
   uint32_t dim = s->sp->s[a->space].dim;
   for (uint32_t r = 0; r < n; r++) {
+    /* with candidates, skip whole empty words of the bitset */
+    if (cand != NULL && cand->bits[r >> 6] == 0) {
+      r |= 63;
+      continue;
+    }
     if (!row_allowed(&c, r)) continue;
     float d = dist(q, segment_vec(s, a->space, r), dim);
     if (d <= topk_bound(out)) topk_push(out, &s->ids[r], d);
@@ -92,18 +100,28 @@ static bool filter_is_selective(segment *s, uint32_t n, const qv_filter *f) {
   return frac < FILTER_EXACT_FRACTION || frac * n < FILTER_EXACT_MAX;
 }
 
-static qv_rc search_segment(shard *sh, segment *s, uint64_t snap,
+static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
                             const shard_search_args *a, vec_dist_fn dist,
                             topk *out, qv_err *err) {
+  uint64_t snap = v->snap;
   uint32_t n = segment_rows(s);
   if (n == 0) return QV_OK;
   uint32_t live = n - __atomic_load_n(&s->n_dead, __ATOMIC_RELAXED);
   hnsw *graph = s->graph[a->space];
+  /* Plan: payload indexes give the candidates of the filter's indexed
+   * conditions exactly (few: scan them; many: filter the graph walk by
+   * them); without one the filter's selectivity is estimated on a sample. */
+  rowset cand = {0};
+  bool have_cand = a->filter != NULL && segidx_candidates(s, n, v->defs, a->filter, &cand);
+  bool selective = have_cand ? (cand.count < FILTER_EXACT_MAX ||
+                                cand.count < FILTER_EXACT_FRACTION * n)
+                             : a->filter != NULL && filter_is_selective(s, n, a->filter);
   bool use_graph = s->state == SEG_SEALED && graph != NULL && !a->exact &&
-                   live >= sh->cfg.full_scan_threshold &&
-                   (a->filter == NULL || !filter_is_selective(s, n, a->filter));
+                   live >= sh->cfg.full_scan_threshold && !selective;
+  const rowset *cp = have_cand ? &cand : NULL;
   if (!use_graph) {
-    scan_exact(s, n, snap, a, dist, out);
+    scan_exact(s, n, snap, a, cp, dist, out);
+    rowset_free(&cand);
     return QV_OK;
   }
   hnsw_scratch *scratch = thread_scratch();
@@ -111,9 +129,10 @@ static qv_rc search_segment(shard *sh, segment *s, uint64_t snap,
   hnsw_hit *hits = qv_malloc((size_t)kk * sizeof *hits);
   if (scratch == NULL || hits == NULL) {
     qv_free(hits);
+    rowset_free(&cand);
     return qv_err_set(err, QV_ENOMEM, "search: no memory for %u hits", kk);
   }
-  allow_ctx c = {s, a->space, snap, a->allow, a->filter};
+  allow_ctx c = {s, a->space, snap, a->allow, a->filter, cp};
   /* Rows without this vector are zeros in the graph: always filter them. */
   bool filtered = a->allow != NULL || a->filter != NULL || live < n ||
                   !s->all_present[a->space];
@@ -122,13 +141,14 @@ static qv_rc search_segment(shard *sh, segment *s, uint64_t snap,
   qv_rc rc = hnsw_search(graph, a->query, kk, ef, filtered ? row_allowed : NULL,
                          &c, scratch, hits, &nh);
   if (rc == QV_OK && nh < kk) {
-    scan_exact(s, n, snap, a, dist, out);
+    scan_exact(s, n, snap, a, cp, dist, out);
   } else if (rc == QV_OK) {
     for (uint32_t i = 0; i < nh; i++) topk_push(out, &s->ids[hits[i].row], hits[i].dist);
   } else {
     qv_err_set(err, rc, "search: graph search failed");
   }
   qv_free(hits);
+  rowset_free(&cand);
   return rc;
 }
 
@@ -162,7 +182,7 @@ qv_rc shard_search(shard *sh, const shard_search_args *a, topk *out,
   shard_view_get(sh, &v);
   qv_rc rc = QV_OK;
   for (uint32_t i = 0; rc == QV_OK && i < v.list->n; i++)
-    rc = search_segment(sh, v.list->segs[i], v.snap, a, dist, out, err);
+    rc = search_segment(sh, v.list->segs[i], &v, a, dist, out, err);
   shard_view_put(&v);
   return rc;
 }

@@ -8,7 +8,7 @@
  * copying itself runs while writes continue. Opening the copy is ordinary
  * recovery. The cluster moves shards with the same function.
  *
- * Archive layout:  config.json, [payload_index.json], <shard>/MANIFEST,
+ * Archive layout:  config.json, [indexes.json], [payload_index.json], <shard>/MANIFEST,
  * <shard>/segments/<id>/{segment.qvs,graph-<space>.qvh}, <shard>/wal/<lsn>.wal */
 #include <errno.h>
 #include <fcntl.h>
@@ -106,8 +106,11 @@ qv_rc qv_snapshot_create(qv_collection *c, const char *path, qv_err *err) {
   char src[PATH_MAX + 32], prefix[32];
   snprintf(src, sizeof src, "%s/config.json", c->dir);
   rc = add_whole_file(t, "config.json", src, err);
-  snprintf(src, sizeof src, "%s/payload_index.json", c->dir);
-  if (rc == QV_OK && fileio_exists(src)) rc = add_whole_file(t, "payload_index.json", src, err);
+  static const char *extras[] = {"indexes.json", "payload_index.json"};
+  for (int i = 0; rc == QV_OK && i < 2; i++) {
+    snprintf(src, sizeof src, "%s/%s", c->dir, extras[i]);
+    if (fileio_exists(src)) rc = add_whole_file(t, extras[i], src, err);
+  }
   for (uint32_t s = 0; rc == QV_OK && s < c->n_shards; s++) {
     snprintf(prefix, sizeof prefix, "%u", s);
     rc = shard_snapshot(c->shards[s], t, prefix, err);

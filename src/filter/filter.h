@@ -91,6 +91,15 @@ qv_rc filter_from_json(const json_t *j, struct qv_filter **out, qv_err *err);
 bool filter_match(const struct qv_filter *f, const qv_point_id *id,
                   const json_t *payload);
 
+/* Key paths, shared with the payload indexes. */
+qv_rc filter_path_parse(const char *key, fpath *out, qv_err *err);
+void filter_path_free(fpath *p);
+bool filter_path_eq(const fpath *a, const fpath *b);
+/* Calls fn for every value at path `p` of `payload`, arrays opened one
+ * level (the values conditions are checked against). */
+void filter_path_values(const json_t *payload, const fpath *p,
+                        void (*fn)(void *ctx, const json_t *v), void *ctx);
+
 /* Parses RFC 3339 date-times ("2023-02-08T10:49:00Z", fractional seconds,
  * "+01:00" offsets, a space instead of T, or a plain date) to microseconds
  * since the epoch. Returns false when `s` is not one. */

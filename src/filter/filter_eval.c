@@ -78,6 +78,17 @@ static void gather(const json_t *payload, const fpath *p, vals *raw, vals *flat)
   }
 }
 
+void filter_path_values(const json_t *payload, const fpath *p,
+                        void (*fn)(void *ctx, const json_t *v), void *ctx) {
+  vals raw, flat;
+  vals_init(&raw);
+  vals_init(&flat);
+  gather(payload, p, &raw, &flat);
+  for (size_t i = 0; i < flat.n; i++) fn(ctx, flat.v[i]);
+  vals_free(&raw);
+  vals_free(&flat);
+}
+
 static bool in_bounds(const fbounds *b, double x) {
   if (b->has_gt && !(x > b->gt)) return false;
   if (b->has_gte && !(x >= b->gte)) return false;

@@ -29,9 +29,25 @@ void qv_filter_free(qv_filter *f) {
   qv_free(f);
 }
 
+void filter_path_free(fpath *p) {
+  for (uint32_t i = 0; i < p->n; i++) qv_free(p->steps[i].name);
+  qv_free(p->steps);
+  p->steps = NULL;
+  p->n = 0;
+}
+
+bool filter_path_eq(const fpath *a, const fpath *b) {
+  if (a->n != b->n) return false;
+  for (uint32_t i = 0; i < a->n; i++) {
+    const fpath_step *x = &a->steps[i], *y = &b->steps[i];
+    if (x->is_index != y->is_index || x->index != y->index) return false;
+    if (!x->is_index && strcmp(x->name, y->name) != 0) return false;
+  }
+  return true;
+}
+
 static void cond_free(fcond *c) {
-  for (uint32_t i = 0; i < c->path.n; i++) qv_free(c->path.steps[i].name);
-  qv_free(c->path.steps);
+  filter_path_free(&c->path);
   json_decref(c->value);
   json_decref(c->set);
   qv_free(c->text);
@@ -43,7 +59,7 @@ static void cond_free(fcond *c) {
 
 /* ---- key paths ------------------------------------------------------------ */
 
-static qv_rc parse_path(const char *key, fpath *p, qv_err *err) {
+qv_rc filter_path_parse(const char *key, fpath *p, qv_err *err) {
   memset(p, 0, sizeof *p);
   size_t len = strlen(key);
   if (len == 0) return qv_err_set(err, QV_EINVAL, "filter: empty key");
@@ -219,7 +235,7 @@ static qv_rc parse_field(const json_t *o, fcond *c, qv_err *err) {
   if (!only_keys(o, keys, "field condition", err)) return QV_EINVAL;
   json_t *key = json_object_get(o, "key");
   if (!json_is_string(key)) return qv_err_set(err, QV_EINVAL, "filter: field condition needs a string \"key\"");
-  qv_rc rc = parse_path(json_string_value(key), &c->path, err);
+  qv_rc rc = filter_path_parse(json_string_value(key), &c->path, err);
   if (rc != QV_OK) return rc;
   int n_kinds = 0;
   json_t *v;
@@ -290,7 +306,7 @@ static qv_rc parse_key_only(const json_t *o, const char *what, fcond *c, qv_err 
   if (!json_is_object(o) || !only_keys(o, keys, what, err) ||
       !json_is_string(json_object_get(o, "key")))
     return qv_err_set(err, QV_EINVAL, "filter: %s must be {\"key\": \"...\"}", what);
-  return parse_path(json_string_value(json_object_get(o, "key")), &c->path, err);
+  return filter_path_parse(json_string_value(json_object_get(o, "key")), &c->path, err);
 }
 
 static qv_rc parse_cond(const json_t *o, fcond *c, qv_err *err) {
@@ -332,7 +348,7 @@ static qv_rc parse_cond(const json_t *o, fcond *c, qv_err *err) {
     if (!json_is_object(v) || !only_keys(v, keys, "nested", err) ||
         !json_is_string(json_object_get(v, "key")))
       return qv_err_set(err, QV_EINVAL, "filter: nested must be {\"key\": ..., \"filter\": {...}}");
-    qv_rc rc = parse_path(json_string_value(json_object_get(v, "key")), &c->path, err);
+    qv_rc rc = filter_path_parse(json_string_value(json_object_get(v, "key")), &c->path, err);
     if (rc == QV_OK) rc = parse_filter(json_object_get(v, "filter"), &c->sub, err);
     return rc;
   }
