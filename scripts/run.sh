@@ -1,31 +1,26 @@
 #!/usr/bin/env bash
-# run.sh: builds Quiver (Release, build/quiver), imports SIFT-small into an
-# embedded data directory and runs a first search. Safe to run again.
-#   scripts/run.sh [DATA_DIR]      (default: ./data)
+# run.sh: builds Quiver (Release, build/quiver) and serves an embedded data
+# directory over Qdrant's REST API on http://127.0.0.1:6333 until Ctrl-C.
+#   scripts/run.sh [DATA_DIR] [PORT]       (defaults: ./data, 6333)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/deps.sh"
-ensure_packages "${QV_BUILD_PACKAGES[@]}"
+ensure_packages "${QV_BUILD_PACKAGES[@]}" curl
 
 cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DQV_TESTS=OFF >/dev/null
-cmake --build "$root/build" -j"$(nproc)" >/dev/null
-q="$root/build/quiver"
+cmake --build "$root/build" -j"$(nproc)" --target quiver_cli >/dev/null
 data=${1:-$root/data}
-sift="$root/../shared/data/siftsmall"
-if [ ! -f "$sift/siftsmall_base.fvecs" ]; then
-  echo "SIFT-small not found at $sift; see README.md" >&2
-  exit 1
-fi
-
-echo "== import SIFT-small (10,000 x 128) into $data"
-"$q" import --data-dir "$data" --collection sift --distance Euclid \
-  --m 16 --ef-construct 200 "$sift/siftsmall_base.fvecs"
-echo "== collection info"
-"$q" info --data-dir "$data" --collection sift
-echo "== the 5 nearest neighbours of query 0"
-"$q" search --data-dir "$data" --collection sift --k 5 \
-  --query-file "$sift/siftsmall_query.fvecs" --query-index 0
-echo "== recall and speed against the exact ground truth"
-"$q" bench --data-dir "$data" --collection sift \
-  --queries "$sift/siftsmall_query.fvecs" --gt "$sift/siftsmall_groundtruth.ivecs" \
-  --k 10 --ef 16,32,64,128 --threads 1
+port=${2:-6333}
+url="http://127.0.0.1:$port"
+cat <<TXT
+Quiver: serving $data at $url (Ctrl-C stops it; every acknowledged write is durable)
+Try, from another terminal:
+  curl -X PUT $url/collections/demo -H 'Content-Type: application/json' \\
+       -d '{"vectors": {"size": 4, "distance": "Cosine"}}'
+  curl -X PUT '$url/collections/demo/points?wait=true' -H 'Content-Type: application/json' \\
+       -d '{"points": [{"id": 1, "vector": [0.05, 0.61, 0.76, 0.74], "payload": {"city": "Berlin"}},
+                       {"id": 2, "vector": [0.19, 0.81, 0.75, 0.11], "payload": {"city": "London"}}]}'
+  curl -X POST $url/collections/demo/points/query -H 'Content-Type: application/json' \\
+       -d '{"query": [0.2, 0.1, 0.9, 0.7], "limit": 2, "with_payload": true}'
+TXT
+exec "$root/build/quiver" serve --host 127.0.0.1 --port "$port" --data-dir "$data"
