@@ -2,7 +2,7 @@
 # test.sh: the whole test suite. Installs what is missing, builds with
 # AddressSanitizer + UBSan (warnings are errors) and runs every test under
 # CTest; then builds Release (the shipped flags) and runs the fast unit
-# tests again there, and valgrind over the storage and engine unit tests.
+# tests again there, valgrind over the parsers and storage, and the fuzzers.
 #   scripts/test.sh            everything
 #   QV_QUICK=1 scripts/test.sh only the sanitizer run
 set -euo pipefail
@@ -33,4 +33,6 @@ if [ "${QV_QUICK:-0}" != 1 ]; then
     fi
     echo "valgrind $t: clean"
   done
+  echo "== fuzzers: filter JSON, log records, every file format (${QV_FUZZ_SECONDS:-20}s each)"
+  "$root/fuzz/run.sh" "${QV_FUZZ_SECONDS:-20}"
 fi
