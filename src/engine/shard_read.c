@@ -22,14 +22,9 @@
 
 /* An allow-set this small (or under 1/20 of the shard) is scored directly. */
 #define ALLOW_DIRECT_MAX 2000
-/* A filter is estimated on this many evenly spaced rows of a segment; when
- * it is expected to match fewer than FILTER_EXACT_MAX rows or under
- * FILTER_EXACT_FRACTION of them, the segment is scanned exactly over the
- * matching rows (cheap, exact) instead of walking a graph where most nodes
- * are filtered out (slow, and recall falls). */
+/* Without a payload index a filter's selectivity is estimated on this many
+ * evenly spaced rows of a segment. */
 #define FILTER_SAMPLE 256
-#define FILTER_EXACT_MAX 4000
-#define FILTER_EXACT_FRACTION 0.05
 
 /* ---- per-thread graph search scratch ------------------------------------- */
 
@@ -91,13 +86,22 @@ static void scan_exact(segment *s, uint32_t n, uint64_t snap,
   }
 }
 
-/* Is the filter expected to leave so few rows that scanning them beats the
- * graph? Estimated on evenly spaced rows. */
-static bool filter_is_selective(segment *s, uint32_t n, const qv_filter *f) {
+/* Rows of the segment the filter is expected to match, from evenly spaced
+ * rows. */
+static double filter_estimate(segment *s, uint32_t n, const qv_filter *f) {
   uint32_t step = n > FILTER_SAMPLE ? n / FILTER_SAMPLE : 1, seen = 0, hit = 0;
   for (uint32_t r = 0; r < n; r += step, seen++) hit += payload_ok(s, r, f);
-  double frac = seen ? (double)hit / seen : 0;
-  return frac < FILTER_EXACT_FRACTION || frac * n < FILTER_EXACT_MAX;
+  return seen ? (double)hit / seen * n : 0;
+}
+
+/* Is scanning the `matches` rows of a filter cheaper than walking the graph?
+ * A filtered beam of width ef visits about ef / s nodes to collect ef allowed
+ * ones (s = matches / n), each costing a distance to its 2m neighbours, while
+ * the scan costs `matches` distances: scan when matches^2 < ef * 2m * n.
+ * Filters correlated with the vectors (a class label) make the walk longer
+ * still, so the estimate leans towards the scan on purpose. */
+static bool scan_is_cheaper(double matches, uint32_t n, uint32_t ef, uint32_t m) {
+  return matches * matches < (double)ef * 2.0 * m * n;
 }
 
 static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
@@ -113,9 +117,12 @@ static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
    * them); without one the filter's selectivity is estimated on a sample. */
   rowset cand = {0};
   bool have_cand = a->filter != NULL && segidx_candidates(s, n, v->defs, a->filter, &cand);
-  bool selective = have_cand ? (cand.count < FILTER_EXACT_MAX ||
-                                cand.count < FILTER_EXACT_FRACTION * n)
-                             : a->filter != NULL && filter_is_selective(s, n, a->filter);
+  uint32_t ef = a->ef > out->k ? a->ef : out->k;
+  bool selective = false;
+  if (a->filter != NULL) {
+    double matches = have_cand ? cand.count : filter_estimate(s, n, a->filter);
+    selective = scan_is_cheaper(matches, n, ef, sh->sp.s[a->space].m);
+  }
   bool use_graph = s->state == SEG_SEALED && graph != NULL && !a->exact &&
                    live >= sh->cfg.full_scan_threshold && !selective;
   const rowset *cp = have_cand ? &cand : NULL;
@@ -137,7 +144,6 @@ static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
   bool filtered = a->allow != NULL || a->filter != NULL || live < n ||
                   !s->all_present[a->space];
   uint32_t nh = 0;
-  uint32_t ef = a->ef > kk ? a->ef : kk;
   qv_rc rc = hnsw_search(graph, a->query, kk, ef, filtered ? row_allowed : NULL,
                          &c, scratch, hits, &nh);
   if (rc == QV_OK && nh < kk) {
