@@ -61,7 +61,28 @@ static qv_rc open_all(qv_db *db, qv_err *err) {
     }
     if (name_validate(e->d_name, NULL) != QV_OK) continue;
     qv_collection *c;
-    rc = collection_open(db, e->d_name, &c, err);
+    qv_err cerr = {0};
+    rc = collection_open(db, e->d_name, &c, &cerr);
+    if (rc == QV_ECORRUPT) {
+      /* Stored bytes failed a check: keep the other collections usable and
+       * answer for this one with the error until it is dropped or repaired. */
+      qv_log(QV_LOG_ERROR, "db", "collection %s is unusable: %s", e->d_name, cerr.msg);
+      struct broken_coll *b = qv_realloc(db->broken, (db->n_broken + 1) * sizeof *b);
+      char *name = qv_strdup(e->d_name);
+      if (b == NULL || name == NULL) {
+        if (b != NULL) db->broken = b;
+        qv_free(name);
+        rc = qv_err_set(err, QV_ENOMEM, "open: no memory");
+        continue;
+      }
+      db->broken = b;
+      db->broken[db->n_broken].name = name;
+      db->broken[db->n_broken].err = cerr;
+      db->n_broken++;
+      rc = QV_OK;
+      continue;
+    }
+    if (rc != QV_OK) qv_err_copy(err, &cerr);
     if (rc == QV_OK && (rc = db_register_locked(db, c, err)) != QV_OK) collection_unref(c);
   }
   closedir(d);
@@ -128,11 +149,22 @@ void qv_close(qv_db *db) {
   optimizer_stop(db);
   for (size_t i = 0; i < db->n_colls; i++) collection_unref(db->colls[i]);
   qv_free(db->colls);
+  for (size_t i = 0; i < db->n_broken; i++) qv_free(db->broken[i].name);
+  qv_free(db->broken);
   if (db->lock_fd >= 0) close(db->lock_fd);
   pthread_mutex_destroy(&db->mu);
   pthread_cond_destroy(&db->cv);
   qv_free(db->path);
   qv_free(db);
+}
+
+static struct broken_coll *find_broken(qv_db *db, const char *name, size_t *at) {
+  for (size_t i = 0; i < db->n_broken; i++)
+    if (strcmp(db->broken[i].name, name) == 0) {
+      if (at) *at = i;
+      return &db->broken[i];
+    }
+  return NULL;
 }
 
 qv_collection *db_find_locked(qv_db *db, const char *name, size_t *at) {
@@ -150,7 +182,7 @@ qv_rc qv_collection_create(qv_db *db, const char *name,
   if (rc == QV_OK) rc = config_validate(cfg, err);
   if (rc != QV_OK) return rc;
   pthread_mutex_lock(&db->mu);
-  if (db_find_locked(db, name, NULL) != NULL) {
+  if (db_find_locked(db, name, NULL) != NULL || find_broken(db, name, NULL) != NULL) {
     pthread_mutex_unlock(&db->mu);
     return qv_err_set(err, QV_EEXIST, "collection \"%s\" already exists", name);
   }
@@ -188,6 +220,22 @@ qv_rc qv_collection_drop(qv_db *db, const char *name, qv_err *err) {
   pthread_mutex_lock(&db->mu);
   size_t at;
   qv_collection *c = db_find_locked(db, name, &at);
+  if (c == NULL && find_broken(db, name, &at) != NULL) {
+    /* a damaged collection: move its files aside and remove them */
+    char trash[PATH_MAX], dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/collections/%s", db->path, name);
+    snprintf(trash, sizeof trash, "%s/collections/.trash-%llu", db->path,
+             (unsigned long long)++db->tmp_seq);
+    if (rename(dir, trash) != 0) {
+      rc = qv_err_set(err, QV_EIO, "rename %s: %s", dir, strerror(errno));
+    } else {
+      qv_free(db->broken[at].name);
+      db->broken[at] = db->broken[--db->n_broken];
+    }
+    pthread_mutex_unlock(&db->mu);
+    if (rc == QV_OK) fileio_remove_tree(trash, NULL);
+    return rc;
+  }
   if (c == NULL) {
     pthread_mutex_unlock(&db->mu);
     return qv_err_set(err, QV_ENOTFOUND, "collection \"%s\" does not exist", name);
@@ -223,7 +271,13 @@ qv_rc qv_collection_get(qv_db *db, const char *name, qv_collection **out,
   pthread_mutex_lock(&db->mu);
   qv_collection *c = db_find_locked(db, name, NULL);
   if (c != NULL) __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+  struct broken_coll *b = c ? NULL : find_broken(db, name, NULL);
+  if (b != NULL) {
+    rc = qv_err_copy(err, &b->err);
+    if (err == NULL) rc = QV_ECORRUPT;
+  }
   pthread_mutex_unlock(&db->mu);
+  if (b != NULL) return rc;
   if (c == NULL)
     return qv_err_set(err, QV_ENOTFOUND, "collection \"%s\" does not exist", name);
   *out = c;
@@ -232,13 +286,13 @@ qv_rc qv_collection_get(qv_db *db, const char *name, qv_collection **out,
 
 qv_rc qv_collection_list(qv_db *db, char ***names, size_t *n, qv_err *err) {
   pthread_mutex_lock(&db->mu);
-  char **v = calloc(db->n_colls + 1, sizeof *v);
+  size_t count = db->n_colls + db->n_broken;
+  char **v = calloc(count + 1, sizeof *v);
   qv_rc rc = v ? QV_OK : qv_err_set(err, QV_ENOMEM, "list: no memory");
-  for (size_t i = 0; rc == QV_OK && i < db->n_colls; i++) {
-    v[i] = strdup(db->colls[i]->name);
+  for (size_t i = 0; rc == QV_OK && i < count; i++) {
+    v[i] = strdup(i < db->n_colls ? db->colls[i]->name : db->broken[i - db->n_colls].name);
     if (v[i] == NULL) rc = qv_err_set(err, QV_ENOMEM, "list: no memory");
   }
-  size_t count = db->n_colls;
   pthread_mutex_unlock(&db->mu);
   if (rc != QV_OK) {
     for (size_t i = 0; v && i < count; i++) free(v[i]);

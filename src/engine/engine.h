@@ -32,6 +32,13 @@ struct qv_db {
   pthread_cond_t cv;  /* wakes the optimizer */
   qv_collection **colls;
   size_t n_colls;
+  /* collections that failed a check at open: listed, their names taken,
+   * qv_collection_get answers with the stored error, drop removes them */
+  struct broken_coll {
+    char *name;
+    qv_err err;
+  } *broken;
+  size_t n_broken;
   bool stop;
   bool has_thread;
   pthread_t optimizer;

@@ -30,8 +30,10 @@
 
 /* A sealed segment is rewritten when this share of its rows is dead. */
 #define VACUUM_DEAD_FRACTION 0.2
-/* Adjacent sealed segments are merged while there are more than this. */
+/* Adjacent sealed segments are merged while there are more than this, up
+ * to MERGE_RUN of them at a time. */
 #define MAX_SEALED_SEGMENTS 8
+#define MERGE_RUN 8
 
 typedef struct build {
   uint32_t first, count; /* input run in the list */
@@ -307,16 +309,23 @@ static bool pick_job(shard *sh, build *b) {
     }
   }
   if (n_sealed > MAX_SEALED_SEGMENTS) {
+    /* Merge the run of up to MERGE_RUN adjacent segments with the fewest
+     * live rows: cheap to rebuild, and it shrinks the count quickly when
+     * many small segments piled up (say, after many short-lived writers). */
+    uint32_t run = n_sealed - MAX_SEALED_SEGMENTS + 1;
+    if (run > MERGE_RUN) run = MERGE_RUN;
+    if (run < 2) run = 2;
     uint64_t best = UINT64_MAX;
-    for (uint32_t i = 0; i + 1 < n_sealed; i++) {
-      uint64_t live = (uint64_t)l->segs[i]->n_rows + l->segs[i + 1]->n_rows -
-                      l->segs[i]->n_dead - l->segs[i + 1]->n_dead;
+    for (uint32_t i = 0; i + run <= n_sealed; i++) {
+      uint64_t live = 0;
+      for (uint32_t k = i; k < i + run; k++)
+        live += l->segs[k]->n_rows - __atomic_load_n(&l->segs[k]->n_dead, __ATOMIC_RELAXED);
       if (live < best) {
         best = live;
         b->first = i;
       }
     }
-    b->count = 2;
+    b->count = run;
     b->drop_tombs = (b->first == 0);
     return true;
   }
@@ -358,10 +367,12 @@ qv_rc shard_optimize_step(shard *sh, bool wait, bool *did_work, qv_err *err) {
   if (rc == QV_OK) {
     pthread_rwlock_wrlock(&sh->lock);
     rc = install(sh, &b, ns, err);
-    uint64_t checkpoint = sh->checkpoint_lsn;
+    bool installed = rc == QV_OK;
+    /* Dropping log files changes the log's file table, which appends and
+     * rotations also change: under the write lock like them. */
+    if (installed) rc = wal_drop_before(sh->log, sh->checkpoint_lsn + 1, err);
     pthread_rwlock_unlock(&sh->lock);
-    if (rc != QV_OK) segment_unref(ns); /* not installed; its files stay */
-    if (rc == QV_OK) rc = wal_drop_before(sh->log, checkpoint + 1, err);
+    if (!installed) segment_unref(ns); /* not installed; its files stay */
   } else if (rc != QV_OK) {
     qv_log(QV_LOG_ERROR, "optimizer", "shard %s: index build failed: %s", sh->dir,
            err ? err->msg : "?");
