@@ -40,13 +40,21 @@ ours() {
 
 start_member() { # dir name
   local dir=$1 name=$2
+  # fd 9 is the start lock: the member must not inherit (and hold) it.
   # shellcheck disable=SC2046
-  etcd $(cat "$dir/$name.args") </dev/null >>"$dir/$name.log" 2>&1 &
+  etcd $(cat "$dir/$name.args") </dev/null >>"$dir/$name.log" 2>&1 9>&- &
   echo $! >"$dir/$name.pid"
 }
 
-healthy() { # port
-  curl -s --noproxy '*' -m 1 "http://127.0.0.1:$1/health" 2>/dev/null | grep -q '"health":"true"'
+# Is the etcd answering on port $1 healthy and one of ours? Member names
+# carry the directory's suffix, so an etcd that another start (in a race for
+# the same port) left there is not mistaken for ours.
+healthy() { # port dir
+  local tag; tag=$(basename "$2")
+  curl -s --noproxy '*' -m 1 "http://127.0.0.1:$1/health" 2>/dev/null |
+    grep -q '"health":"true"' &&
+    curl -s --noproxy '*' -m 1 -X POST -d '{}' \
+      "http://127.0.0.1:$1/v3/cluster/member/list" 2>/dev/null | grep -qF "\"m1-${tag#qv-etcd.}\""
 }
 
 do_stop() { # dir [grace_s]
@@ -83,6 +91,12 @@ cmd_start() {
   done
   command -v etcd >/dev/null || die "no etcd binary (apt-get install etcd-server)"
   [ "$n" -ge 1 ] && [ "$n" -le 9 ] || die "-n $n: expected 1..9 members"
+  # One start at a time on this machine: probing ports and binding them is
+  # not atomic, and two test programs starting etcd at once would race.
+  if command -v flock >/dev/null; then
+    exec 9>"${TMPDIR:-/tmp}/qv-etcd.start.lock"
+    flock 9
+  fi
   local root=/dev/shm
   [ -d "$root" ] && [ -w "$root" ] || root=${TMPDIR:-/tmp}
   local tries dir ok
@@ -91,16 +105,16 @@ cmd_start() {
     for i in $(seq 0 $((2 * n - 1))); do port_busy $((base + i)) && busy=1; done
     if [ $busy = 1 ]; then base=$((base + 10)); continue; fi
     dir=$(mktemp -d "$root/qv-etcd.XXXXXX")
-    local cluster="" eps=""
+    local cluster="" eps="" tag=${dir##*/qv-etcd.}
     for i in $(seq 1 "$n"); do
       local peer=$((base + 2 * (i - 1) + 1))
-      cluster+="${cluster:+,}m$i=http://127.0.0.1:$peer"
+      cluster+="${cluster:+,}m$i-$tag=http://127.0.0.1:$peer"
     done
     for i in $(seq 1 "$n"); do
       local cport=$((base + 2 * (i - 1))) pport=$((base + 2 * (i - 1) + 1))
       eps+="${eps:+,}http://127.0.0.1:$cport"
       cat >"$dir/m$i.args" <<EOF
---name m$i --data-dir $dir/m$i
+--name m$i-$tag --data-dir $dir/m$i
 --listen-client-urls http://127.0.0.1:$cport --advertise-client-urls http://127.0.0.1:$cport
 --listen-peer-urls http://127.0.0.1:$pport --initial-advertise-peer-urls http://127.0.0.1:$pport
 --initial-cluster $cluster --initial-cluster-state new
@@ -117,7 +131,7 @@ EOF
       local all=1
       for i in $(seq 1 "$n"); do
         ours "$(cat "$dir/m$i.pid")" "$dir" || { all=2; break; }
-        healthy "$(cat "$dir/m$i.port")" || all=0
+        healthy "$(cat "$dir/m$i.port")" "$dir" || all=0
       done
       [ $all = 1 ] && { ok=1; break; }
       [ $all = 2 ] && break # a member died: most likely a port race
@@ -128,7 +142,7 @@ EOF
         # The watchdog names $dir on its command line so that `ours` knows it.
         nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -d "$2" ]; do sleep 1; done
                        [ -d "$2" ] && exec "$3" stop "$2"' qv-etcd-watchdog "$owner" "$dir" \
-          "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" </dev/null >/dev/null 2>&1 &
+          "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" </dev/null >/dev/null 2>&1 9>&- &
         echo $! >"$dir/watchdog.pid"
       fi
       echo "QV_ETCD_DIR=$dir"
