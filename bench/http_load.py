@@ -11,7 +11,16 @@
   http_load.py upsert --port P --collection C --base B.fvecs --batch 100
                       [--points 20000] [--threads 1]
       (Re)creates C (Euclid, dim of B) and upserts the first --points vectors
-      in batches with wait=true; prints points/s.
+      in batches with wait=true; prints points/s seen by the client and the
+      server-side mean time per upsert request (from /metrics, so the
+      client's own cost is left out).
+
+  http_load.py parse --port P --base B.fvecs --batch 1000 [--requests 9] [--kind search]
+      Sends upsert bodies of --batch points (or, with --kind search, search
+      bodies of one vector) to a collection that does not exist: the server
+      parses each body whole, then answers 404. Prints the server-side mean
+      per request (from /metrics): the cost of receiving and parsing the
+      body without the engine's work.
 
   http_load.py bodies --queries Q.fvecs --ef 32 [--k 10] --out FILE [--limit-queries N]
       Writes one search request body a line, for wrk (bench/wrk_search.lua).
@@ -107,6 +116,27 @@ def search(a):
     print(json.dumps(res))
 
 
+UPSERT_ROUTE = 'endpoint="/collections/{name}/points"'
+SEARCH_ROUTE = 'endpoint="/collections/{name}/points/search"'
+
+
+def route_totals(port, route):
+    """(sum of seconds, count) of the duration histogram of `route`."""
+    c = conn(port)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    total, count = 0.0, 0
+    for line in text.splitlines():
+        if route not in line:
+            continue
+        if line.startswith("quiver_http_request_duration_seconds_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("quiver_http_request_duration_seconds_count"):
+            count = int(line.split()[-1])
+    return total, count
+
+
 def upsert(a):
     base = read_vecs(a.base, "f", a.points)
     dim = len(base[0])
@@ -135,17 +165,50 @@ def upsert(a):
         cc.close()
 
     threads = [threading.Thread(target=worker) for _ in range(a.threads)]
+    s0, n0 = route_totals(a.port, UPSERT_ROUTE)
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    res = {"mode": "upsert", "batch": a.batch, "threads": a.threads, "points": len(base),
+    s1, n1 = route_totals(a.port, UPSERT_ROUTE)
+    server_ms = 1e3 * (s1 - s0) / max(1, n1 - n0)
+    res = {"mode": "upsert", "server_ms_per_request": server_ms, "batch": a.batch,
+           "threads": a.threads, "points": len(base),
            "dim": dim, "seconds": wall, "points_per_s": len(base) / wall,
            "body_mb": sum(len(b) for b in bodies) / 1e6}
-    print("upsert batch=%d threads=%d: %d points of %d-d in %.2f s = %.0f points/s (%.1f MB of JSON)"
-          % (a.batch, a.threads, len(base), dim, wall, res["points_per_s"], res["body_mb"]))
+    print("upsert batch=%d threads=%d: %d points of %d-d in %.2f s = %.0f points/s (%.1f MB of JSON); "
+          "server %.2f ms per request"
+          % (a.batch, a.threads, len(base), dim, wall, res["points_per_s"], res["body_mb"], server_ms))
+    print(json.dumps(res))
+
+
+def parse(a):
+    base = read_vecs(a.base, "f", a.batch)
+    if a.kind == "search":
+        body = json.dumps({"vector": base[0], "limit": 10, "params": {"hnsw_ef": 32}}).encode()
+        method, path, route = "POST", "/collections/qv-no-such-collection/points/search", SEARCH_ROUTE
+    else:
+        body = json.dumps({"points": [{"id": j, "vector": base[j]} for j in range(len(base))]}).encode()
+        method, path, route = "PUT", "/collections/qv-no-such-collection/points?wait=true", UPSERT_ROUTE
+    c = conn(a.port)
+    c.request(method, path, body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    if r.status != 404:
+        raise RuntimeError("expected 404 from a missing collection, got %d" % r.status)
+    s0, n0 = route_totals(a.port, route)
+    for _ in range(a.requests):
+        c.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        c.getresponse().read()
+    s1, n1 = route_totals(a.port, route)
+    c.close()
+    ms = 1e3 * (s1 - s0) / max(1, n1 - n0)
+    res = {"mode": "parse", "kind": a.kind, "batch": a.batch, "requests": a.requests,
+           "body_mb": len(body) / 1e6, "server_ms_per_request": ms}
+    print("parse %s batch=%d: %.3f MB body, server %.3f ms per request (parse + 404)"
+          % (a.kind, a.batch if a.kind == "upsert" else 1, len(body) / 1e6, ms))
     print(json.dumps(res))
 
 
@@ -176,6 +239,12 @@ def main():
     u.add_argument("--batch", type=int, default=100)
     u.add_argument("--points", type=int, default=20000)
     u.add_argument("--threads", type=int, default=1)
+    pp = sub.add_parser("parse")
+    pp.add_argument("--port", type=int, required=True)
+    pp.add_argument("--base", required=True)
+    pp.add_argument("--batch", type=int, default=1000)
+    pp.add_argument("--requests", type=int, default=9)
+    pp.add_argument("--kind", choices=("upsert", "search"), default="upsert")
     b = sub.add_parser("bodies")
     b.add_argument("--queries", required=True)
     b.add_argument("--ef", type=int, default=32)
@@ -183,7 +252,7 @@ def main():
     b.add_argument("--out", required=True)
     b.add_argument("--limit-queries", type=int, default=1000)
     a = p.parse_args()
-    {"search": search, "upsert": upsert, "bodies": bodies}[a.cmd](a)
+    {"search": search, "upsert": upsert, "parse": parse, "bodies": bodies}[a.cmd](a)
 
 
 if __name__ == "__main__":

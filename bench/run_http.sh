@@ -4,6 +4,9 @@
 # Fashion-MNIST (60,000 x 784, Euclid).
 #
 #   bench/run_http.sh            (BUILD_DIR defaults to build-srv)
+#   MODE=upsert bench/run_http.sh   only steps 4-6 for upserts, on an empty
+#                                   data dir (no import, no search runs);
+#                                   UPSERT_REPEAT=N runs each batch size N times
 #
 # 1. builds Release, converts the data set (as run_core.sh does),
 # 2. imports it into a fresh data dir with M=16, ef_construct=200,
@@ -12,7 +15,9 @@
 #    bench/http_load.py search at each ef with 1, 2 and 4 client threads,
 #    and wrk (Debian; installed if missing) with 1 thread, 4 connections, 10 s,
 #    cycling through the first 1,000 queries,
-# 5. http_load.py upsert: 20,000 points in batches of 100 and of 1,000,
+# 5. http_load.py upsert: 20,000 points in batches of 100 and of 1,000, and
+#    http_load.py parse: the same bodies sent to a missing collection (the
+#    server parses them whole, then answers 404) to isolate the JSON cost,
 # 6. the server-side mean time per route from /metrics (sum / count).
 # Results go to bench/out/http-*.txt and stdout.
 set -euo pipefail
@@ -22,6 +27,8 @@ DATA=${QV_SHARED_DATA:-$(cd "$ROOT/.." && pwd)/shared/data}
 OUT=$ROOT/bench/out
 EF_LIST=${EF_LIST:-20 32 40}
 REQUESTS=${REQUESTS:-4000}
+MODE=${MODE:-all}
+UPSERT_REPEAT=${UPSERT_REPEAT:-1}
 mkdir -p "$OUT"
 SRC=$DATA/fashion-mnist-784-euclidean
 BASE=$OUT/core-fashion-base.fvecs
@@ -43,6 +50,7 @@ PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$DB"; }
 trap cleanup EXIT
 echo "== load average at start: $(cat /proc/loadavg)"
+if [ "$MODE" = all ]; then
 "$QV" import --data-dir "$DB" --collection fashion --distance Euclid --m 16 \
   --ef-construct 200 --build-threads 2 "$BASE" | tee "$OUT/http-import.txt"
 
@@ -50,11 +58,13 @@ EF_CSV=$(echo $EF_LIST | tr ' ' ',')
 echo "== in-process: quiver bench --ef $EF_CSV --threads 1,2"
 "$QV" bench --data-dir "$DB" --collection fashion --queries "$QUERIES" --gt "$GT" \
   --k 10 --ef "$EF_CSV" --threads 1,2 --repeat 3 | tee "$OUT/http-inprocess.txt"
+fi
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "${SERVE[@]}" --port "$PORT" --data-dir "$DB" --log-level warn 2>"$OUT/http-server.log" &
 PID=$!
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.2; done
+if [ "$MODE" = all ]; then
 : >"$OUT/http-search.txt"
 for ef in $EF_LIST; do
   for t in 1 2 4; do
@@ -72,11 +82,18 @@ for ef in $EF_LIST; do
     "http://127.0.0.1:$PORT/collections/fashion/points/search" -- "$OUT/http-bodies-$ef.txt" \
     | tee -a "$OUT/http-wrk.txt"
 done
+fi
 : >"$OUT/http-upsert.txt"
 for b in 100 1000; do
-  python3 "$ROOT/bench/http_load.py" upsert --port "$PORT" --collection "up$b" \
-    --base "$BASE" --batch "$b" --points 20000 | tee -a "$OUT/http-upsert.txt"
+  for r in $(seq "$UPSERT_REPEAT"); do
+    python3 "$ROOT/bench/http_load.py" upsert --port "$PORT" --collection "up$b" \
+      --base "$BASE" --batch "$b" --points 20000 | tee -a "$OUT/http-upsert.txt"
+  done
+  python3 "$ROOT/bench/http_load.py" parse --port "$PORT" --base "$BASE" --batch "$b" \
+    | tee -a "$OUT/http-upsert.txt"
 done
+python3 "$ROOT/bench/http_load.py" parse --kind search --requests 2000 --port "$PORT" \
+  --base "$BASE" --batch 1 | tee -a "$OUT/http-upsert.txt"
 echo "== server-side mean per route (from /metrics)"
 curl -s "http://127.0.0.1:$PORT/metrics" | awk '
   /^quiver_http_request_duration_seconds_sum/ { match($0, /endpoint="[^"]*"/); e = substr($0, RSTART, RLENGTH); s[e] = $2 }

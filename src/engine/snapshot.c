@@ -146,9 +146,12 @@ qv_rc qv_snapshot_restore(qv_db *db, const char *name, const char *path, bool re
   /* Full recovery where it was unpacked: every checksum is verified before
    * anything that exists is touched. */
   qv_collection *c = NULL;
-  if (rc == QV_OK) rc = collection_open_dir(db, name, tmp, &c, err);
-  if (rc == QV_ECORRUPT || rc == QV_ENOTFOUND)
-    rc = QV_CORRUPT(err, "snapshot %s: %s", path, err ? err->msg : "invalid");
+  if (rc == QV_OK) {
+    rc = collection_open_dir(db, name, tmp, &c, err);
+    /* name the archive; the message names the member that failed */
+    if (rc == QV_ECORRUPT || rc == QV_ENOTFOUND)
+      rc = QV_CORRUPT(err, "snapshot %s: %s", path, err ? err->msg : "invalid");
+  }
   collection_unref(c);
   c = NULL;
   if (rc != QV_OK) {

@@ -61,6 +61,11 @@ static const setting settings[] = {
      "QUIVER__SERVICE__MAX_REQUEST_SIZE_MB", NULL, T_U64, "33554432", 1024, 1ull << 32, MIB,
      OFF(max_body_bytes),
      "largest request body in bytes (413 above); the env variable and file key are in MiB"},
+    {"max-snapshot-upload-bytes", "service.max_snapshot_upload_bytes", NULL,
+     "QUIVER__SERVICE__MAX_SNAPSHOT_UPLOAD_BYTES", NULL, T_U64, "17179869184", 1024, 1ull << 44,
+     1, OFF(max_snapshot_upload_bytes),
+     "largest body of POST /collections/{c}/snapshots/upload in bytes (413 above); streamed "
+     "to a file in DATA-DIR/snapshots, never held in memory"},
     {"threads", "service.max_workers", NULL, "QUIVER__SERVICE__MAX_WORKERS", NULL, T_U64, "0",
      0, 256, 1, OFF(threads), "HTTP worker threads (0 = 2 per CPU, at least 4)"},
     {"log-level", "log_level", NULL, "QUIVER__LOG_LEVEL", NULL, T_LEVEL, "info", 0, 0, 1,

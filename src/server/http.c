@@ -4,17 +4,23 @@
  *
  * Owns the daemon and the request lifecycle:
  *
- *   headers --on_request(1st call)--> state allocated, in_flight++
+ *   headers --on_headers------------> state allocated, in_flight++,
+ *                                     router_route (route, API key); a
+ *                                     refused request keeps its response
  *   body    --on_request(data)------> appended while within max_body_bytes,
- *                                     else dropped and the request marked
- *   end     --on_request(last)------> router_dispatch -> response queued
- *   sent    --on_completed----------> state freed, in_flight--
+ *                                     else dropped and the request marked;
+ *                                     a streamed route (snapshot upload)
+ *                                     writes it to a file instead, within
+ *                                     max_snapshot_upload_bytes
+ *   end     --on_request(last)------> router_run -> response queued
+ *   sent    --on_completed----------> state freed, upload file removed,
+ *                                     in_flight--
  *
  * Shutdown (SIGTERM/SIGINT, taken by sigwait in the main thread): stop
  * accepting (MHD_quiesce_daemon), wait for in_flight to reach 0 (bounded),
  * stop the daemon, qv_close. Every write was durable before its response,
  * so nothing is flushed here. Invariant: a request body is either complete
- * or rejected with 413; a handler never sees a truncated body. */
+ * or rejected with 413; a handler never sees a truncated body (or upload). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -39,9 +45,17 @@
 typedef struct conn_state {
   srv_req req;
   char *body;
-  size_t len, cap;
+  size_t len, cap;    /* len counts every body byte, also dropped ones */
+  bool routed;        /* router_route passed: the handler will run */
   bool too_big;
+  bool queued;        /* the response is queued (sent before the body ended) */
   uint64_t announced; /* Content-Length, 0 if absent */
+  double t_body;      /* monotonic seconds when the body was complete */
+  /* A streamed upload (routes with streams_body). */
+  struct MHD_PostProcessor *pp;
+  int upload_fd;      /* -1 when closed */
+  char *upload_path;
+  uint64_t upload_bytes; /* bytes of the snapshot field written */
 } conn_state;
 
 /* ---- logging -------------------------------------------------------------------- */
@@ -79,7 +93,11 @@ static enum MHD_Result send_response(conn_state *st) {
   srv_req *r = &st->req;
   srv_resp *rs = &r->resp;
   struct MHD_Response *resp;
-  if (rs->body != NULL && rs->free_fn != NULL) {
+  if (rs->is_file) {
+    resp = MHD_create_response_from_fd64(rs->file_size, rs->fd);
+    if (resp == NULL) close(rs->fd);
+    rs->is_file = false; /* MHD closes it with the response */
+  } else if (rs->body != NULL && rs->free_fn != NULL) {
     resp = MHD_create_response_from_buffer_with_free_callback(rs->len, rs->body, rs->free_fn);
     if (resp != NULL) rs->body = NULL, rs->free_fn = NULL; /* MHD owns it now */
   } else {
@@ -87,30 +105,42 @@ static enum MHD_Result send_response(conn_state *st) {
                                            MHD_RESPMEM_MUST_COPY);
   }
   if (resp == NULL) return MHD_NO;
+  st->queued = true;
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                           rs->content_type ? rs->content_type : "application/json");
   if (rs->allow[0]) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rs->allow);
+  if (rs->disposition[0])
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, rs->disposition);
   if (st->too_big) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result ret = MHD_queue_response(r->conn, rs->status, resp);
   MHD_destroy_response(resp);
   double took = srv_now() - r->t0;
   metrics_record(r->route, r->method, rs->status, took);
-  qv_log(QV_LOG_DEBUG, "http", "%s %s %u %.3f ms", r->method, r->path ? r->path : "-",
-         rs->status, took * 1e3);
+  qv_log(QV_LOG_DEBUG, "http", "%s %s %u %.3f ms (body %zu bytes in %.3f ms)", r->method,
+         r->path ? r->path : "-", rs->status, took * 1e3, st->len,
+         st->t_body > 0 ? (st->t_body - r->t0) * 1e3 : 0.0);
   return ret;
 }
 
+static uint64_t body_limit(const conn_state *st) {
+  return router_streams_body(&st->req) ? st->req.s->cfg.max_snapshot_upload_bytes
+                                       : st->req.s->cfg.max_body_bytes;
+}
+
 static void too_big(conn_state *st) {
-  srv *s = st->req.s;
   uint64_t n = st->announced ? st->announced : st->len;
   srv_fail(&st->req, 413,
-           "Payload error: JSON payload (%llu bytes) is larger than allowed (limit: %llu bytes).",
-           (unsigned long long)n, (unsigned long long)s->cfg.max_body_bytes);
+           "Payload error: %s (%llu bytes) is larger than allowed (limit: %llu bytes).",
+           router_streams_body(&st->req) ? "snapshot upload" : "JSON payload",
+           (unsigned long long)n, (unsigned long long)body_limit(st));
 }
 
 static bool append(conn_state *st, const char *data, size_t n) {
   if (st->len + n + 1 > st->cap) {
-    size_t cap = st->cap ? st->cap : 4096;
+    /* An announced length within the limit sizes the buffer once (MHD
+     * holds the client to it); doubling covers bodies without one. */
+    bool sized = st->announced > 0 && st->announced <= st->req.s->cfg.max_body_bytes;
+    size_t cap = st->cap ? st->cap : sized ? (size_t)st->announced + 1 : 4096;
     while (cap < st->len + n + 1) cap *= 2;
     char *p = qv_realloc(st->body, cap);
     if (p == NULL) return false;
@@ -123,59 +153,146 @@ static bool append(conn_state *st, const char *data, size_t n) {
   return true;
 }
 
+/* ---- streamed uploads ----------------------------------------------------------- */
+
+/* The post processor hands over the parts of a multipart/form-data body;
+ * the file of field `snapshot` goes to the temporary file, other fields
+ * are ignored. Write errors are remembered and the rest is drained. */
+static enum MHD_Result upload_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *filename, const char *content_type,
+                                   const char *transfer_encoding, const char *data,
+                                   uint64_t off, size_t size) {
+  conn_state *st = cls;
+  srv_req *r = &st->req;
+  if (key == NULL || strcmp(key, "snapshot") != 0) return MHD_YES;
+  if (off == 0 && st->upload_bytes > 0 && r->upload_error == NULL)
+    r->upload_error = "more than one `snapshot` field";
+  r->upload_seen = true;
+  if (r->upload_error != NULL || size == 0) return MHD_YES;
+  while (size > 0) {
+    ssize_t w = write(st->upload_fd, data, size);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      r->upload_error = errno == ENOSPC ? "no space left on the device" : "cannot write the upload";
+      r->upload_io_error = true;
+      qv_log(QV_LOG_WARN, "http", "snapshot upload to %s: %s", st->upload_path, strerror(errno));
+      return MHD_YES;
+    }
+    data += w;
+    size -= (size_t)w;
+    st->upload_bytes += (uint64_t)w;
+  }
+  (void)kind, (void)filename, (void)content_type, (void)transfer_encoding;
+  return MHD_YES;
+}
+
+/* Sets up the sink of a streamed body; false with a response set. */
+static bool upload_start(conn_state *st) {
+  srv_req *r = &st->req;
+  st->upload_fd = snapshots_upload_file(r->s, &st->upload_path);
+  if (st->upload_fd < 0)
+    return srv_fail(r, 500, "Service internal error: cannot create a file for the upload in %s",
+                    r->s->snap_dir);
+  r->upload_path = st->upload_path;
+  st->pp = MHD_create_post_processor(r->conn, 64 * 1024, upload_part, st);
+  if (st->pp == NULL)
+    return srv_format_err(r, "expected a multipart/form-data body with a `snapshot` file field");
+  return true;
+}
+
+static void upload_close(conn_state *st) {
+  if (st->pp) MHD_destroy_post_processor(st->pp);
+  st->pp = NULL;
+  if (st->upload_fd >= 0) close(st->upload_fd);
+  st->upload_fd = -1;
+}
+
+/* ---- requests ------------------------------------------------------------------- */
+
+/* First call of a request: headers only. Routes and checks the key at
+ * once, so that a refused request's body is dropped unread by any
+ * handler; a client waiting for 100 Continue gets the refusal (or a 413)
+ * before it sends the body. Others get it after their body has been read
+ * and dropped: closing on unread bytes would reset the connection and lose
+ * the response. */
+static enum MHD_Result on_headers(srv *s, struct MHD_Connection *conn, const char *url,
+                                  const char *method, void **con_cls) {
+  conn_state *st = qv_calloc(1, sizeof *st);
+  if (st == NULL) return MHD_NO;
+  st->req.s = s;
+  st->req.conn = conn;
+  st->req.method = method;
+  st->req.t0 = srv_now();
+  st->req.route = -1;
+  st->upload_fd = -1;
+  *con_cls = st;
+  __atomic_add_fetch(&s->in_flight, 1, __ATOMIC_RELAXED);
+  const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+  if (cl) st->announced = strtoull(cl, NULL, 10);
+  const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "api-key");
+  const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+  st->routed = router_route(&st->req, url, key, authz);
+  if (st->routed && st->announced > body_limit(st)) {
+    st->too_big = true;
+    too_big(st);
+  }
+  if (st->routed && !st->too_big && router_streams_body(&st->req) && !upload_start(st))
+    st->routed = false;
+  const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+  bool refused = !st->routed || st->too_big;
+  if (refused && expect && strcasecmp(expect, "100-continue") == 0) {
+    if (st->announced > 0) st->too_big = true; /* close: the body will not come */
+    return send_response(st);
+  }
+  return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls) {
   srv *s = cls;
   conn_state *st = *con_cls;
-  if (st == NULL) {
-    st = qv_calloc(1, sizeof *st);
-    if (st == NULL) return MHD_NO;
-    st->req.s = s;
-    st->req.conn = conn;
-    st->req.method = method;
-    st->req.t0 = srv_now();
-    st->req.route = -1;
-    *con_cls = st;
-    __atomic_add_fetch(&s->in_flight, 1, __ATOMIC_RELAXED);
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-    if (cl) st->announced = strtoull(cl, NULL, 10);
-    const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
-    /* A client that waits for 100 Continue can be told now, before it sends
-     * the body. Others get the 413 after their body has been read and
-     * dropped: closing on unread bytes would reset the connection and lose
-     * the response. */
-    if (st->announced > s->cfg.max_body_bytes && expect &&
-        strcasecmp(expect, "100-continue") == 0) {
-      st->too_big = true;
-      too_big(st);
-      return send_response(st);
-    }
-    return MHD_YES;
-  }
+  (void)version;
+  if (st == NULL) return on_headers(s, conn, url, method, con_cls);
   if (*upload_data_size != 0) {
-    if (!st->too_big && st->len + *upload_data_size > s->cfg.max_body_bytes) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (!st->routed || st->queued) { /* refused: drop the body */
+      st->len += n;
+      return MHD_YES;
+    }
+    if (!st->too_big && st->len + n > body_limit(st)) {
       st->too_big = true;
       qv_free(st->body);
       st->body = NULL;
       st->cap = 0;
+      upload_close(st);
     }
-    if (!st->too_big && !append(st, upload_data, *upload_data_size)) return MHD_NO;
-    if (st->too_big) st->len += *upload_data_size;
-    *upload_data_size = 0;
-    return MHD_YES;
+    if (st->too_big) {
+      st->len += n;
+      return MHD_YES;
+    }
+    if (st->pp) {
+      st->len += n;
+      if (st->req.upload_error == NULL && MHD_post_process(st->pp, upload_data, n) != MHD_YES &&
+          st->req.upload_error == NULL)
+        st->req.upload_error = "the multipart/form-data body is malformed";
+      return MHD_YES;
+    }
+    return append(st, upload_data, n) ? MHD_YES : MHD_NO;
   }
-  if (st->req.resp.status != 0) return MHD_YES; /* answered early */
+  if (st->queued) return MHD_YES; /* answered early */
+  st->t_body = srv_now();
   if (st->too_big) {
     too_big(st);
     return send_response(st);
   }
+  if (!st->routed) return send_response(st);
   st->req.body = st->body ? st->body : "";
   st->req.body_len = st->len;
-  router_dispatch(&st->req, url, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "api-key"),
-                  MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
-  (void)version;
+  upload_close(st); /* flushes the last part of an upload into the file */
+  router_run(&st->req);
   return send_response(st);
 }
 
@@ -184,8 +301,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   srv *s = cls;
   conn_state *st = *con_cls;
   if (st == NULL) return;
+  upload_close(st);
+  if (st->upload_path) unlink(st->upload_path);
+  qv_free(st->upload_path);
   if (st->req.resp.free_fn) st->req.resp.free_fn(st->req.resp.body);
+  if (st->req.resp.is_file) close(st->req.resp.fd);
   for (int i = 0; i < SRV_MAX_ARGS; i++) qv_free(st->req.args[i]);
+  jsonio_vecs_free(&st->req.vecs);
   qv_free(st->req.path);
   qv_free(st->body);
   qv_free(st);
@@ -281,6 +403,7 @@ static int serve(srv *s) {
     fprintf(stderr, "serve: cannot open --data-dir %s: %s\n", s->cfg.data_dir, err.msg);
     goto out;
   }
+  if (!snapshots_init(s)) goto out;
   unsigned threads = worker_threads(&s->cfg);
   d = MHD_start_daemon(
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0,
@@ -353,6 +476,7 @@ int server_main(int argc, char **argv) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   qv_set_log(NULL, NULL, QV_LOG_ERROR);
   pthread_mutex_destroy(&s.index_mu);
+  qv_free(s.snap_dir);
   srvcfg_free(&s.cfg);
   return status;
 }

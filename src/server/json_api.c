@@ -1,7 +1,7 @@
 /* json_api.c: the Qdrant wire conventions shared by every handler —
  * envelopes, error shapes and codes, the qv_rc -> HTTP table, typed request
- * fields, point ids, vectors, filters, and the with_payload / with_vector
- * selectors applied to what the engine returns.
+ * fields, point ids, filters, and the with_payload selector applied to what
+ * the engine returns (vectors and with_vector: json_vectors.c).
  *
  * Does not route (router.c) or touch MHD beyond reading query arguments.
  * Invariant: every helper that returns false has left exactly one error
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/alloc.h"
 #include "server/server_int.h"
@@ -27,11 +28,24 @@ double srv_now(void) {
 void srv_raw(srv_req *r, unsigned status, const char *content_type, char *body,
              size_t len, void (*free_fn)(void *)) {
   if (r->resp.free_fn) r->resp.free_fn(r->resp.body);
+  if (r->resp.is_file) close(r->resp.fd);
+  r->resp.is_file = false;
+  r->resp.disposition[0] = 0;
   r->resp.status = status;
   r->resp.content_type = content_type;
   r->resp.body = body;
   r->resp.len = len;
   r->resp.free_fn = free_fn;
+}
+
+void srv_file(srv_req *r, int fd, uint64_t size, const char *content_type,
+              const char *filename) {
+  srv_raw(r, 200, content_type, NULL, 0, NULL);
+  r->resp.is_file = true;
+  r->resp.fd = fd;
+  r->resp.file_size = size;
+  snprintf(r->resp.disposition, sizeof r->resp.disposition, "attachment; filename=\"%.255s\"",
+           filename);
 }
 
 void srv_text(srv_req *r, unsigned status, const char *content_type, const char *text) {
@@ -69,6 +83,10 @@ void srv_ok(srv_req *r, json_t *result) {
     o = NULL;
   }
   reply_json(r, 200, o);
+}
+
+void srv_accepted(srv_req *r) {
+  reply_json(r, 202, json_pack("{s:s, s:f}", "status", "accepted", "time", elapsed(r)));
 }
 
 static bool vfail(srv_req *r, unsigned status, const char *prefix, const char *fmt,
@@ -153,12 +171,15 @@ const char *srv_query(srv_req *r, const char *key) {
   return r->conn ? MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key) : NULL;
 }
 
-json_t *srv_body(srv_req *r, bool allow_empty) {
+json_t *srv_body_vecs(srv_req *r, bool allow_empty, const char *const *vec_paths) {
   size_t k = 0;
   while (k < r->body_len && strchr(" \t\r\n", r->body[k]) != NULL) k++;
   if (k == r->body_len && allow_empty) return json_object();
   char msg[256];
-  json_t *v = jsonio_parse(r->body, r->body_len, msg, sizeof msg);
+  jsonio_vecs_free(&r->vecs); /* a body is parsed once; be safe anyway */
+  json_t *v = vec_paths ? jsonio_parse_vecs(r->body, r->body_len, vec_paths, &r->vecs, msg,
+                                            sizeof msg)
+                        : jsonio_parse(r->body, r->body_len, msg, sizeof msg);
   if (v == NULL) {
     srv_format_err(r, "%s", msg);
     return NULL;
@@ -170,6 +191,24 @@ json_t *srv_body(srv_req *r, bool allow_empty) {
   }
   return v;
 }
+
+json_t *srv_body(srv_req *r, bool allow_empty) { return srv_body_vecs(r, allow_empty, NULL); }
+
+/* Where the bodies carry dense vectors. Anything not listed still works
+ * through jansson, only slower. */
+const char *const srv_paths_upsert[] = {
+    "points[].vector", "points[].vector.*", "points[].vectors", "points[].vectors.*",
+    "batch.vectors[]", "batch.vectors.*[]",
+    "operations[].upsert.points[].vector", "operations[].upsert.points[].vector.*",
+    "operations[].upsert.batch.vectors[]", "operations[].upsert.batch.vectors.*[]",
+    "operations[].update_vectors.points[].vector",
+    "operations[].update_vectors.points[].vector.*", NULL};
+const char *const srv_paths_search[] = {
+    "vector", "vector.vector", "searches[].vector", "searches[].vector.vector",
+    "query", "query.nearest", "searches[].query", "searches[].query.nearest",
+    "prefetch.query", "prefetch[].query", "prefetch.query.nearest", "prefetch[].query.nearest",
+    "positive[]", "negative[]", "searches[].positive[]", "searches[].negative[]",
+    "query.recommend.positive[]", "query.recommend.negative[]", NULL};
 
 bool srv_check_wait(srv_req *r) {
   const char *w = srv_query(r, "wait");
@@ -187,6 +226,22 @@ void srv_update_ok(srv_req *r) {
                       wait ? "completed" : "acknowledged"));
 }
 
+/* The spaces in the engine's order (see srv_space). */
+static void coll_spaces(srv_coll *sc) {
+  const qv_collection_config *cf = &sc->info.config;
+  sc->n_sp = 0;
+  sc->row_floats = 0;
+  if (cf->dim > 0)
+    sc->sp[sc->n_sp++] = (srv_space){"", cf->dim, cf->distance, 0};
+  for (uint32_t i = 0; i < cf->n_named && i < QV_VECTORS_MAX; i++)
+    sc->sp[sc->n_sp++] = (srv_space){cf->named[i].name, cf->named[i].dim,
+                                     cf->named[i].distance, 0};
+  for (uint32_t i = 0; i < sc->n_sp; i++) {
+    sc->sp[i].offset = sc->row_floats;
+    sc->row_floats += sc->sp[i].dim;
+  }
+}
+
 bool srv_coll_open(srv_req *r, srv_coll *out) {
   memset(out, 0, sizeof *out);
   out->name = r->args[0];
@@ -200,6 +255,7 @@ bool srv_coll_open(srv_req *r, srv_coll *out) {
     srv_coll_close(out);
     return srv_rc_fail(r, rc, &err);
   }
+  coll_spaces(out);
   return true;
 }
 
@@ -210,7 +266,7 @@ void srv_coll_close(srv_coll *sc) {
 
 /* ---- typed fields ----------------------------------------------------------------- */
 
-static const char *type_name(const json_t *v) {
+const char *srv_type_name(const json_t *v) {
   if (v == NULL) return "nothing";
   if (jsonio_raw_text(v)) return "integer";
   switch (json_typeof(v)) {
@@ -237,7 +293,7 @@ bool srv_field_u64(srv_req *r, const json_t *obj, const char *key, bool required
     return required ? srv_format_err(r, "missing field `%s`", key) : true;
   if (!jsonio_get_u64(v, out))
     return srv_format_err(r, "%s: invalid type: %s, expected an unsigned integer", key,
-                          type_name(v));
+                          srv_type_name(v));
   return true;
 }
 
@@ -245,7 +301,7 @@ bool srv_field_bool(srv_req *r, const json_t *obj, const char *key, bool *out) {
   const json_t *v = present(obj, key);
   if (v == NULL) return true;
   if (!json_is_boolean(v))
-    return srv_format_err(r, "%s: invalid type: %s, expected a boolean", key, type_name(v));
+    return srv_format_err(r, "%s: invalid type: %s, expected a boolean", key, srv_type_name(v));
   *out = json_is_true(v);
   return true;
 }
@@ -256,7 +312,7 @@ bool srv_field_f64(srv_req *r, const json_t *obj, const char *key, bool *is_pres
   *is_present = v != NULL;
   if (v == NULL) return true;
   if (!jsonio_get_f64(v, out))
-    return srv_format_err(r, "%s: invalid type: %s, expected a number", key, type_name(v));
+    return srv_format_err(r, "%s: invalid type: %s, expected a number", key, srv_type_name(v));
   return true;
 }
 
@@ -266,7 +322,7 @@ bool srv_field_str(srv_req *r, const json_t *obj, const char *key, bool required
   if (v == NULL)
     return required ? srv_format_err(r, "missing field `%s`", key) : true;
   if (!json_is_string(v) || jsonio_raw_text(v))
-    return srv_format_err(r, "%s: invalid type: %s, expected a string", key, type_name(v));
+    return srv_format_err(r, "%s: invalid type: %s, expected a string", key, srv_type_name(v));
   *out = json_string_value(v);
   return true;
 }
@@ -275,7 +331,7 @@ json_t *srv_field_obj(srv_req *r, const json_t *obj, const char *key, bool *ok) 
   const json_t *v = present(obj, key);
   *ok = true;
   if (v != NULL && !json_is_object(v)) {
-    *ok = srv_format_err(r, "%s: invalid type: %s, expected a map", key, type_name(v));
+    *ok = srv_format_err(r, "%s: invalid type: %s, expected a map", key, srv_type_name(v));
     return NULL;
   }
   return (json_t *)v;
@@ -285,7 +341,7 @@ json_t *srv_field_arr(srv_req *r, const json_t *obj, const char *key, bool *ok) 
   const json_t *v = present(obj, key);
   *ok = true;
   if (v != NULL && !json_is_array(v)) {
-    *ok = srv_format_err(r, "%s: invalid type: %s, expected a sequence", key, type_name(v));
+    *ok = srv_format_err(r, "%s: invalid type: %s, expected a sequence", key, srv_type_name(v));
     return NULL;
   }
   return (json_t *)v;
@@ -314,14 +370,14 @@ bool srv_id_parse(srv_req *r, const json_t *v, const char *what, qv_point_id *ou
                           what, json_string_value(v));
   }
   return srv_format_err(r, "%s: invalid type: %s, expected an unsigned integer or a UUID",
-                        what, type_name(v));
+                        what, srv_type_name(v));
 }
 
 bool srv_ids_parse(srv_req *r, const json_t *arr, const char *what, qv_point_id **out,
                    size_t *n) {
   if (!json_is_array(arr))
     return srv_format_err(r, "%s: invalid type: %s, expected a sequence of point ids", what,
-                          type_name(arr));
+                          srv_type_name(arr));
   size_t m = json_array_size(arr);
   qv_point_id *ids = qv_malloc((m + 1) * sizeof *ids);
   if (ids == NULL) return srv_fail(r, 500, "Service internal error: out of memory");
@@ -346,43 +402,6 @@ json_t *srv_id_json(const qv_point_id *id) {
   return json_string(qv_id_format(id, buf));
 }
 
-/* ---- vectors -------------------------------------------------------------------------- */
-
-bool srv_vector_parse(srv_req *r, const json_t *v, const char *what, uint32_t dim,
-                      float *out) {
-  if (v == NULL || json_is_null(v)) return srv_format_err(r, "%s: missing vector", what);
-  if (json_is_object(v)) {
-    /* Named form: only the unnamed vector "" exists in a Quiver collection. */
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)v, key, val) {
-      if (key[0] != 0)
-        return srv_wrong_input(r, "Not existing vector name error: %.80s", key);
-    }
-    v = json_object_get(v, "");
-    if (v == NULL) return srv_wrong_input(r, "%s: no vector given", what);
-  }
-  if (!json_is_array(v))
-    return srv_format_err(r, "%s: invalid type: %s, expected a sequence of numbers", what,
-                          type_name(v));
-  size_t n = json_array_size(v);
-  for (size_t i = 0; i < n; i++) {
-    double d;
-    const json_t *x = json_array_get(v, i);
-    if (json_is_array(x))
-      return srv_wrong_input(r, "%s: multivectors are not supported", what);
-    if (!jsonio_get_f64(x, &d))
-      return srv_format_err(r, "%s[%zu]: invalid type: %s, expected a number", what, i,
-                            type_name(x));
-    if (!isfinite(d) || fabs(d) > FLT_MAX)
-      return srv_format_err(r, "%s[%zu]: %g is out of range for a 32-bit float", what, i, d);
-    if (i < dim) out[i] = (float)d;
-  }
-  if (n != dim)
-    return srv_wrong_input(r, "Vector dimension error: expected dim: %u, got %zu", dim, n);
-  return true;
-}
-
 /* ---- filters ---------------------------------------------------------------------------- */
 
 bool srv_filter_parse(srv_req *r, const json_t *obj, const char *key, qv_filter **out) {
@@ -390,7 +409,7 @@ bool srv_filter_parse(srv_req *r, const json_t *obj, const char *key, qv_filter 
   const json_t *f = present(obj, key);
   if (f == NULL) return true;
   if (!json_is_object(f))
-    return srv_format_err(r, "%s: invalid type: %s, expected a map", key, type_name(f));
+    return srv_format_err(r, "%s: invalid type: %s, expected a map", key, srv_type_name(f));
   size_t len;
   char *text = jsonio_dumps(f, &len);
   if (text == NULL) return srv_fail(r, 500, "Service internal error: out of memory");
@@ -404,7 +423,7 @@ bool srv_filter_parse(srv_req *r, const json_t *obj, const char *key, qv_filter 
 
 /* ---- selectors --------------------------------------------------------------------------- */
 
-static bool string_list(const json_t *v) {
+bool srv_is_string_list(const json_t *v) {
   if (!json_is_array(v)) return false;
   for (size_t i = 0; i < json_array_size(v); i++)
     if (!json_is_string(json_array_get(v, i)) || jsonio_raw_text(json_array_get(v, i)))
@@ -421,14 +440,14 @@ bool srv_sel_parse(srv_req *r, const json_t *obj, bool dflt, srv_sel *out) {
     out->mode = json_is_true(v) ? SEL_ALL : SEL_NONE;
     return true;
   }
-  if (string_list(v)) {
+  if (srv_is_string_list(v)) {
     out->mode = SEL_INCLUDE;
     out->keys = v;
     return true;
   }
   if (json_is_object(v) && json_object_size(v) == 1) {
     const json_t *inc = json_object_get(v, "include"), *exc = json_object_get(v, "exclude");
-    if (string_list(inc) || string_list(exc)) {
+    if (srv_is_string_list(inc) || srv_is_string_list(exc)) {
       out->mode = inc ? SEL_INCLUDE : SEL_EXCLUDE;
       out->keys = inc ? inc : exc;
       return true;
@@ -436,25 +455,6 @@ bool srv_sel_parse(srv_req *r, const json_t *obj, bool dflt, srv_sel *out) {
   }
   return srv_format_err(r, "with_payload: expected true, false, a list of keys, "
                            "{\"include\": [...]} or {\"exclude\": [...]}");
-}
-
-bool srv_with_vector(srv_req *r, const json_t *obj, bool dflt, bool *out) {
-  const json_t *v = present(obj, "with_vector");
-  if (v == NULL) v = present(obj, "with_vectors");
-  *out = dflt;
-  if (v == NULL) return true;
-  if (json_is_boolean(v)) {
-    *out = json_is_true(v);
-    return true;
-  }
-  if (string_list(v)) {
-    /* Only the unnamed vector "" exists; other names select nothing. */
-    *out = false;
-    for (size_t i = 0; i < json_array_size(v); i++)
-      if (json_string_value(json_array_get(v, i))[0] == 0) *out = true;
-    return true;
-  }
-  return srv_format_err(r, "with_vector: expected true, false or a list of vector names");
 }
 
 /* Copies the value at dotted `path` of src into dst, creating objects. */
@@ -520,69 +520,3 @@ json_t *srv_payload_json(const srv_sel *sel, const char *text, size_t len) {
   return out;
 }
 
-static json_t *vector_json(const float *v, uint32_t dim) {
-  json_t *a = json_array();
-  for (uint32_t i = 0; a && i < dim; i++)
-    if (json_array_append_new(a, jsonio_f32(v[i])) != 0) {
-      json_decref(a);
-      return NULL;
-    }
-  return a;
-}
-
-json_t *srv_record_json(const qv_record *rec, const srv_sel *sel, bool with_vector,
-                        uint32_t dim) {
-  json_t *o = json_object();
-  if (o == NULL) return NULL;
-  json_object_set_new(o, "id", srv_id_json(&rec->id));
-  json_t *p = srv_payload_json(sel, rec->payload, rec->payload_len);
-  if (p) json_object_set_new(o, "payload", p);
-  if (with_vector && rec->vector) json_object_set_new(o, "vector", vector_json(rec->vector, dim));
-  return o;
-}
-
-json_t *srv_hits_json(srv_req *r, srv_coll *sc, const qv_hit *hits, size_t n,
-                      const srv_sel *sel, bool with_vector) {
-  json_t *arr = json_array();
-  if (arr == NULL) return NULL;
-  qv_records recs = {0};
-  bool fetch = (sel->mode != SEL_NONE || with_vector) && n > 0;
-  if (fetch) {
-    qv_point_id *ids = qv_malloc(n * sizeof *ids);
-    if (ids == NULL) {
-      json_decref(arr);
-      return NULL;
-    }
-    for (size_t i = 0; i < n; i++) ids[i] = hits[i].id;
-    qv_rc rc = qv_get(sc->c, ids, n, with_vector, sel->mode != SEL_NONE, &recs, NULL);
-    qv_free(ids);
-    if (rc != QV_OK) {
-      json_decref(arr);
-      return NULL;
-    }
-  }
-  size_t j = 0;
-  for (size_t i = 0; i < n; i++) {
-    const qv_record *rec = NULL;
-    if (fetch) {
-      /* qv_get skips ids deleted since the search; so do we. */
-      if (j >= recs.n || qv_id_cmp(&recs.items[j].id, &hits[i].id) != 0) continue;
-      rec = &recs.items[j++];
-    }
-    json_t *o = json_object();
-    if (o == NULL) break;
-    json_object_set_new(o, "id", srv_id_json(&hits[i].id));
-    json_object_set_new(o, "version", json_integer(0));
-    json_object_set_new(o, "score", jsonio_f32(hits[i].score));
-    if (rec) {
-      json_t *p = srv_payload_json(sel, rec->payload, rec->payload_len);
-      if (p) json_object_set_new(o, "payload", p);
-      if (with_vector && rec->vector)
-        json_object_set_new(o, "vector", vector_json(rec->vector, sc->info.config.dim));
-    }
-    json_array_append_new(arr, o);
-  }
-  qv_records_free(&recs);
-  (void)r;
-  return arr;
-}

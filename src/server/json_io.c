@@ -1,10 +1,10 @@
-/* json_io.c: the server's JSON boundary — parsing request bodies (with the
- * u64 pre-scan described in json_io.h) and writing responses.
+/* json_io.c: the server's JSON boundary — parsing request bodies (after the
+ * pre-pass of json_scan.c: u64 ids, vector arrays) and writing responses.
  *
  * Owns the raw-number convention and the serialiser. Does not know about
  * envelopes, ids or vectors (json_api.c). Invariant: the writer emits valid
  * JSON for every tree the parser or the handlers can build; a raw number's
- * text is produced only here or by the pre-scan, so it is always a valid
+ * text is produced only here or by the pre-pass, so it is always a valid
  * JSON number. */
 #include "server/json_io.h"
 
@@ -92,81 +92,39 @@ char *sbuf_take(sbuf *b, size_t *len) {
 
 /* ---- parsing --------------------------------------------------------------- */
 
-/* True if the digits d[0..n) (no sign, no leading zero) exceed INT64_MAX. */
-static bool exceeds_i64(const char *d, size_t n) {
-  static const char max[] = "9223372036854775807";
-  return n > 19 || (n == 19 && memcmp(d, max, 19) > 0);
-}
-
-/* Copies `text` to a buffer in which every bare integer above INT64_MAX is
- * a raw-number string. Returns NULL with *refused set when a string starts
- * with U+0001, or NULL on no memory. Sets *changed when anything was
- * rewritten; the copy is then the one to parse. */
-static char *prescan(const char *text, size_t len, bool *changed, bool *refused) {
-  sbuf out;
-  sbuf_init(&out);
-  size_t copied = 0;
-  *changed = *refused = false;
-  for (size_t i = 0; i < len; i++) {
-    char c = text[i];
-    if (c == '"') {
-      if (len - i >= 7 && memcmp(text + i + 1, "\\u0001", 6) == 0) {
-        *refused = true;
-        sbuf_free(&out);
-        return NULL;
-      }
-      for (i++; i < len && text[i] != '"'; i++)
-        if (text[i] == '\\') i++;
-      continue;
-    }
-    if (c != '-' && (c < '0' || c > '9')) continue;
-    size_t j = i + (c == '-');
-    size_t d0 = j;
-    while (j < len && text[j] >= '0' && text[j] <= '9') j++;
-    bool is_int = j == len || (text[j] != '.' && text[j] != 'e' && text[j] != 'E');
-    size_t nd = j - d0;
-    if (is_int && c != '-' && nd > 0 && text[d0] != '0' && exceeds_i64(text + d0, nd)) {
-      sbuf_add(&out, text + copied, i - copied);
-      sbuf_adds(&out, "\"\\u0001");
-      sbuf_add(&out, text + d0, nd);
-      sbuf_adds(&out, "\"");
-      copied = j;
-      *changed = true;
-    }
-    i = j > i ? j - 1 : i;
-  }
-  if (!*changed) {
-    sbuf_free(&out);
-    return NULL;
-  }
-  sbuf_add(&out, text + copied, len - copied);
-  return sbuf_take(&out, NULL);
-}
-
-json_t *jsonio_parse(const char *text, size_t len, char *msg, size_t cap) {
-  bool changed, refused;
-  char *copy = prescan(text, len, &changed, &refused);
-  if (refused) {
-    snprintf(msg, cap, "strings starting with U+0001 are not accepted");
-    return NULL;
-  }
-  if (changed && copy == NULL) {
-    snprintf(msg, cap, "out of memory");
-    return NULL;
-  }
+/* Parses `text` after the pre-pass; NULL with the message on failure. */
+static json_t *parse(const char *text, size_t len, const char *const *vec_paths,
+                     jsonio_vecs *vecs, char *msg, size_t cap) {
+  char *copy;
+  if (jsonio_scan(text, len, vec_paths, vecs, &copy, msg, cap) != 0) return NULL;
   json_error_t je;
-  json_t *v = changed ? json_loads(copy, JSON_REJECT_DUPLICATES, &je)
-                      : json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+  json_t *v = copy ? json_loads(copy, JSON_REJECT_DUPLICATES, &je)
+                   : json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
   qv_free(copy);
   if (v == NULL) {
     size_t k = 0;
-    while (k < len && (text[k] == ' ' || text[k] == '\t' || text[k] == '\n' || text[k] == '\r')) k++;
+    while (k < len && strchr(" \t\n\r", text[k]) != NULL && text[k] != 0) k++;
     if (k == len)
       snprintf(msg, cap, "EOF while parsing a value at line 1 column 0");
     else
       snprintf(msg, cap, "%s at line %d column %d", je.text, je.line, je.column);
   }
   return v;
+}
+
+json_t *jsonio_parse(const char *text, size_t len, char *msg, size_t cap) {
+  return parse(text, len, NULL, NULL, msg, cap);
+}
+
+json_t *jsonio_parse_vecs(const char *text, size_t len, const char *const *vec_paths,
+                          jsonio_vecs *vecs, char *msg, size_t cap) {
+  json_t *v = parse(text, len, vec_paths, vecs, msg, cap);
+  if (v != NULL || vecs == NULL || vecs->n == 0) return v;
+  /* The rewritten text moved columns (and the error may be in a vector):
+   * parse the original the plain way for the message a client would get
+   * without the fast path. */
+  jsonio_vecs_free(vecs);
+  return parse(text, len, NULL, NULL, msg, cap);
 }
 
 /* ---- raw numbers ----------------------------------------------------------- */

@@ -12,8 +12,8 @@
  *
  * Invariant: a tree that may hold raw numbers is only ever serialised by
  * jsonio_write()/jsonio_dumps(), never by json_dumps(). A request string that
- * itself starts with U+0001 is refused by the parser, so user text can never
- * pose as a raw number. */
+ * itself starts with U+0001 (or U+0002, the vector placeholders below) is
+ * refused by the parser, so user text can never pose as either. */
 #ifndef QV_SERVER_JSON_IO_H
 #define QV_SERVER_JSON_IO_H
 
@@ -39,10 +39,47 @@ void sbuf_addf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3
  * NULL if an allocation failed. */
 char *sbuf_take(sbuf *b, size_t *len);
 
-/* Parses `len` bytes of JSON (any value at top level, duplicate keys
- * refused). On failure returns NULL and writes a message in serde's style
- * ("expected value at line 1 column 1") to msg. */
+/* Parses `len` bytes of JSON (an object or array at top level, duplicate
+ * keys refused). On failure returns NULL and writes a message in serde's
+ * style ("expected value at line 1 column 1") to msg. */
 json_t *jsonio_parse(const char *text, size_t len, char *msg, size_t cap);
+
+/* Vectors parsed outside jansson (json_scan.c). jsonio_parse_vecs reads
+ * every array of plain numbers found at one of `vec_paths` straight into
+ * float32s here; the tree holds a placeholder string in its place (a
+ * string starting with U+0002), which jsonio_vec() turns back into the
+ * floats. Paths name keys separated by '.', "[]" for any element of an
+ * array and "*" for any key of an object: "points[].vector",
+ * "points[].vector.*", "batch.vectors[]". Arrays that are not plain
+ * numbers finite as float32 stay ordinary JSON arrays. Error messages are
+ * exactly those of jsonio_parse. */
+typedef struct jsonio_vecs {
+  float *f;      /* the components of every array, one after another */
+  size_t n_f, cap_f;
+  size_t *off;   /* array k is f[off[k] .. off[k] + len[k]) */
+  uint32_t *len;
+  size_t n, cap;
+} jsonio_vecs;
+
+json_t *jsonio_parse_vecs(const char *text, size_t len, const char *const *vec_paths,
+                          jsonio_vecs *vecs, char *msg, size_t cap);
+/* The floats behind placeholder `v` (valid while `vecs` lives), or NULL
+ * when `v` is not a placeholder of `vecs`. */
+const float *jsonio_vec(const jsonio_vecs *vecs, const json_t *v, uint32_t *len);
+void jsonio_vecs_free(jsonio_vecs *vecs);
+
+/* Reads the JSON number token at s[0..n) as a float32, rounded correctly
+ * (as strtof). Returns the bytes of the token, or 0 when s does not start
+ * with a number in JSON's strict grammar or the value overflows float32
+ * (underflow gives 0 or a subnormal, as strtof). */
+size_t jsonio_scan_f32(const char *s, size_t n, float *out);
+
+/* The pre-pass of the parsers (json_scan.c): refuses U+0001/U+0002
+ * strings (-1, message in msg), rewrites integers above INT64_MAX as raw
+ * numbers and, with `vecs`, replaces vector arrays. *copy is the text to
+ * parse (qv_malloc'd) or NULL when nothing changed. -2: no memory. */
+int jsonio_scan(const char *text, size_t len, const char *const *vec_paths, jsonio_vecs *vecs,
+                char **copy, char *msg, size_t cap);
 
 /* A raw number: `text` is emitted verbatim by the writer. */
 json_t *jsonio_raw(const char *text);

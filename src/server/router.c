@@ -1,12 +1,15 @@
 /* router.c: the route table of the REST API and dispatch — path
  * normalisation, pattern match with {captures}, the API-key gate, 404/405.
  *
- * Owns which paths exist, which are writes (refused for the read-only key)
- * and which are public. Does not parse bodies (handlers) or talk to MHD
- * (http.c). Invariant: every request leaves router_dispatch with exactly one
- * response in r->resp and r->route set to the matched row or -1; the
- * pattern string of the row is the `endpoint` label in /metrics, so raw
- * paths (with collection names) never become label values. */
+ * Owns which paths exist, which are writes (refused for the read-only key),
+ * which are public and which stream their body (snapshot uploads). Does
+ * not parse bodies (handlers) or talk to MHD (http.c). Routing happens as
+ * soon as the headers are in, so that a request is refused before its body
+ * is read. Invariant: a request leaves router_route either routed (true,
+ * no response yet) or with exactly one response in r->resp (false), and
+ * router_run leaves exactly one response; r->route is the matched row or
+ * -1. The pattern string of the row is the `endpoint` label in /metrics,
+ * so raw paths (with collection names) never become label values. */
 #include <string.h>
 
 #include "base/alloc.h"
@@ -18,43 +21,51 @@
 /* Literal rows come before rows whose {capture} would also match them. */
 const srv_route router_routes[] = {
     /* service */
-    {"GET", "/", h_root, false, true},
-    {"GET", "/healthz", h_healthz, false, true},
-    {"GET", "/livez", h_healthz, false, true},
-    {"GET", "/readyz", h_healthz, false, true},
-    {"GET", "/metrics", h_metrics, false, false},
-    {"GET", "/cluster", h_cluster, false, false},
-    {"GET", "/aliases", h_aliases, false, false},
+    {"GET", "/", h_root, false, true, false},
+    {"GET", "/healthz", h_healthz, false, true, false},
+    {"GET", "/livez", h_healthz, false, true, false},
+    {"GET", "/readyz", h_healthz, false, true, false},
+    {"GET", "/metrics", h_metrics, false, false, false},
+    {"GET", "/cluster", h_cluster, false, false, false},
+    {"GET", "/aliases", h_aliases, false, false, false},
     /* collections */
-    {"GET", "/collections", h_coll_list, false, false},
-    {"GET", C, h_coll_get, false, false},
-    {"PUT", C, h_coll_create, true, false},
-    {"DELETE", C, h_coll_delete, true, false},
-    {"PATCH", C, h_coll_patch, true, false},
-    {"GET", C "/exists", h_coll_exists, false, false},
-    {"GET", C "/aliases", h_coll_aliases, false, false},
-    {"PUT", C "/index", h_index_create, true, false},
-    {"DELETE", C "/index/{field_name}", h_index_delete, true, false},
+    {"GET", "/collections", h_coll_list, false, false, false},
+    {"GET", C, h_coll_get, false, false, false},
+    {"PUT", C, h_coll_create, true, false, false},
+    {"DELETE", C, h_coll_delete, true, false, false},
+    {"PATCH", C, h_coll_patch, true, false, false},
+    {"GET", C "/exists", h_coll_exists, false, false, false},
+    {"GET", C "/aliases", h_coll_aliases, false, false, false},
+    {"PUT", C "/index", h_index_create, true, false, false},
+    {"DELETE", C "/index/{field_name}", h_index_delete, true, false, false},
     /* points: writes */
-    {"PUT", P, h_upsert, true, false},
-    {"POST", P "/delete", h_delete, true, false},
-    {"POST", P "/payload", h_payload_set, true, false},
-    {"PUT", P "/payload", h_payload_overwrite, true, false},
-    {"POST", P "/payload/delete", h_payload_delete, true, false},
-    {"POST", P "/payload/clear", h_payload_clear, true, false},
-    {"PUT", P "/vectors", h_vectors_update, true, false},
-    {"POST", P "/batch", h_batch, true, false},
+    {"PUT", P, h_upsert, true, false, false},
+    {"POST", P "/delete", h_delete, true, false, false},
+    {"POST", P "/payload", h_payload_set, true, false, false},
+    {"PUT", P "/payload", h_payload_overwrite, true, false, false},
+    {"POST", P "/payload/delete", h_payload_delete, true, false, false},
+    {"POST", P "/payload/clear", h_payload_clear, true, false, false},
+    {"PUT", P "/vectors", h_vectors_update, true, false, false},
+    {"POST", P "/vectors/delete", h_vectors_delete, true, false, false},
+    {"POST", P "/batch", h_batch, true, false, false},
     /* points: reads */
-    {"POST", P, h_retrieve, false, false},
-    {"POST", P "/scroll", h_scroll, false, false},
-    {"POST", P "/count", h_count, false, false},
-    {"POST", P "/search", h_search, false, false},
-    {"POST", P "/search/batch", h_search_batch, false, false},
-    {"POST", P "/recommend", h_recommend, false, false},
-    {"POST", P "/recommend/batch", h_recommend_batch, false, false},
-    {"POST", P "/query", h_query, false, false},
-    {"POST", P "/query/batch", h_query_batch, false, false},
-    {"GET", P "/{id}", h_point_get, false, false},
+    {"POST", P, h_retrieve, false, false, false},
+    {"POST", P "/scroll", h_scroll, false, false, false},
+    {"POST", P "/count", h_count, false, false, false},
+    {"POST", P "/search", h_search, false, false, false},
+    {"POST", P "/search/batch", h_search_batch, false, false, false},
+    {"POST", P "/recommend", h_recommend, false, false, false},
+    {"POST", P "/recommend/batch", h_recommend_batch, false, false, false},
+    {"POST", P "/query", h_query, false, false, false},
+    {"POST", P "/query/batch", h_query_batch, false, false, false},
+    {"GET", P "/{id}", h_point_get, false, false, false},
+    /* snapshots; "recover" and "upload" before {snapshot_name} */
+    {"GET", C "/snapshots", h_snap_list, false, false, false},
+    {"POST", C "/snapshots", h_snap_create, true, false, false},
+    {"PUT", C "/snapshots/recover", h_snap_recover, true, false, false},
+    {"POST", C "/snapshots/upload", h_snap_upload, true, false, true},
+    {"GET", C "/snapshots/{snapshot_name}", h_snap_download, false, false, false},
+    {"DELETE", C "/snapshots/{snapshot_name}", h_snap_delete, true, false, false},
 };
 const size_t router_n_routes = sizeof router_routes / sizeof router_routes[0];
 
@@ -94,17 +105,14 @@ static void set_route_args(srv_req *r, char **caps, int n) {
   }
 }
 
-void router_dispatch(srv_req *r, const char *url, const char *api_key_header,
-                     const char *authorization_header) {
+bool router_route(srv_req *r, const char *url, const char *api_key_header,
+                  const char *authorization_header) {
   r->route = -1;
   /* Qdrant trims a trailing '/' (actix NormalizePath); so do we. */
   size_t n = strlen(url);
   while (n > 1 && url[n - 1] == '/') n--;
   r->path = qv_strndup(url, n);
-  if (r->path == NULL) {
-    srv_fail(r, 500, "Service internal error: out of memory");
-    return;
-  }
+  if (r->path == NULL) return srv_fail(r, 500, "Service internal error: out of memory");
   bool path_known = false;
   char allow[64] = "";
   for (size_t i = 0; i < router_n_routes; i++) {
@@ -132,12 +140,10 @@ void router_dispatch(srv_req *r, const char *url, const char *api_key_header,
       srv_text(r, 401, "text/plain",
                given ? "Invalid API key or JWT"
                      : "Must provide an API key or an Authorization bearer token");
-      return;
+      return false;
     }
-    if (level == SRV_AUTH_READ && (rt ? rt->is_write : strcmp(r->method, "GET") != 0)) {
-      srv_fail(r, 403, "Forbidden: Write access is not allowed with a read-only API key");
-      return;
-    }
+    if (level == SRV_AUTH_READ && (rt ? rt->is_write : strcmp(r->method, "GET") != 0))
+      return srv_fail(r, 403, "Forbidden: Write access is not allowed with a read-only API key");
   }
   if (rt == NULL) {
     if (path_known) {
@@ -146,8 +152,16 @@ void router_dispatch(srv_req *r, const char *url, const char *api_key_header,
     } else {
       srv_fail(r, 404, "Not found: no such endpoint: %s %s", r->method, r->path);
     }
-    return;
+    return false;
   }
-  rt->fn(r);
+  return true;
+}
+
+bool router_streams_body(const srv_req *r) {
+  return r->route >= 0 && router_routes[r->route].streams_body;
+}
+
+void router_run(srv_req *r) {
+  router_routes[r->route].fn(r);
   if (r->resp.status == 0) srv_fail(r, 500, "Service internal error: no response");
 }

@@ -185,6 +185,32 @@ void h_index_delete(srv_req *r) {
 
 /* ---- info ---------------------------------------------------------------------- */
 
+/* config.params.vectors in the shape it was created in: one VectorParams
+ * for the unnamed vector alone, else a map of names ("" for the unnamed). */
+static json_t *vectors_json(const qv_collection_config *cf) {
+  if (cf->n_named == 0)
+    return json_pack("{s:I, s:s}", "size", (json_int_t)cf->dim, "distance",
+                     qv_distance_name(cf->distance));
+  json_t *o = json_object();
+  if (o && cf->dim > 0)
+    json_object_set_new(o, "", json_pack("{s:I, s:s}", "size", (json_int_t)cf->dim, "distance",
+                                         qv_distance_name(cf->distance)));
+  for (uint32_t i = 0; o && i < cf->n_named; i++) {
+    const qv_vector_params *v = &cf->named[i];
+    json_t *p = json_pack("{s:I, s:s}", "size", (json_int_t)v->dim, "distance",
+                          qv_distance_name(v->distance));
+    if (p && (v->hnsw_m || v->hnsw_ef_construct)) {
+      json_t *h = json_object();
+      if (v->hnsw_m) json_object_set_new(h, "m", json_integer(v->hnsw_m));
+      if (v->hnsw_ef_construct)
+        json_object_set_new(h, "ef_construct", json_integer(v->hnsw_ef_construct));
+      json_object_set_new(p, "hnsw_config", h);
+    }
+    json_object_set_new(o, v->name, p);
+  }
+  return o;
+}
+
 void h_coll_get(srv_req *r) {
   srv_coll sc;
   if (!srv_coll_open(r, &sc)) return;
@@ -196,12 +222,11 @@ void h_coll_get(srv_req *r) {
                                                          "refuses writes until reopened")
                            : json_string("ok");
   json_t *config = json_pack(
-      "{s:{s:{s:I, s:s}, s:I, s:i, s:i, s:b},"
+      "{s:{s:o, s:I, s:i, s:i, s:b},"
       " s:{s:I, s:I, s:I, s:i, s:b},"
       " s:{s:f, s:i, s:i, s:n, s:n, s:I, s:i, s:n},"
       " s:{s:i, s:i}, s:n}",
-      "params", "vectors", "size", (json_int_t)cf->dim, "distance",
-      qv_distance_name(cf->distance), "shard_number", (json_int_t)cf->shard_number,
+      "params", "vectors", vectors_json(cf), "shard_number", (json_int_t)cf->shard_number,
       "replication_factor", 1, "write_consistency_factor", 1, "on_disk_payload", 1,
       "hnsw_config", "m", (json_int_t)cf->hnsw_m, "ef_construct",
       (json_int_t)cf->hnsw_ef_construct, "full_scan_threshold",
@@ -234,56 +259,95 @@ static bool cfg_u32(srv_req *r, const json_t *obj, const char *key, uint32_t *ou
   return true;
 }
 
+/* One VectorParams {size, distance, hnsw_config?, on_disk?, datatype?}
+ * (`what` names it in messages: "vectors" or "vectors.<name>"). hnsw
+ * settings go to *m / *ef / *fst (fst may be NULL: per-vector graphs have
+ * no threshold of their own; it is accepted and ignored). */
+static bool parse_vector_params(srv_req *r, const json_t *v, const char *what, uint32_t *dim,
+                                qv_distance *dist, uint32_t *m, uint32_t *ef, uint32_t *fst) {
+  char key[160];
+  if (!json_is_object(v))
+    return srv_format_err(r, "%s: invalid type: %s, expected a map with size and distance", what,
+                          srv_type_name(v));
+  uint64_t size = 0;
+  const char *dname = NULL;
+  snprintf(key, sizeof key, "%s.size", what);
+  const json_t *sz = json_object_get(v, "size");
+  if (sz == NULL || json_is_null(sz)) return srv_format_err(r, "%s: missing field `size`", what);
+  if (!jsonio_get_u64(sz, &size))
+    return srv_format_err(r, "%s: invalid type: %s, expected an unsigned integer", key,
+                          srv_type_name(sz));
+  if (size == 0)
+    return srv_format_err(r, "%s: invalid value: integer `0`, expected a nonzero u64", key);
+  if (size > 65536)
+    return srv_invalid(r, key, "value %llu invalid, must be 65536 or less",
+                       (unsigned long long)size);
+  if (size > QV_DIM_MAX)
+    return srv_wrong_input(r, "vector size %llu: Quiver supports at most %u dimensions",
+                           (unsigned long long)size, QV_DIM_MAX);
+  *dim = (uint32_t)size;
+  if (!srv_field_str(r, v, "distance", true, &dname)) return false;
+  static const char *names[] = {"Cosine", "Dot", "Euclid", "Manhattan"};
+  int d = -1;
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(dname, names[i])) d = i;
+  if (d < 0)
+    return srv_format_err(r, "%s.distance: unknown variant `%.40s`, expected one of "
+                             "`Cosine`, `Euclid`, `Dot`, `Manhattan`",
+                          what, dname);
+  *dist = (qv_distance)d;
+  const char *dt = NULL;
+  bool on_disk = false, ok;
+  if (!srv_field_str(r, v, "datatype", false, &dt) || !srv_field_bool(r, v, "on_disk", &on_disk))
+    return false;
+  if (dt && strcmp(dt, "float32") != 0)
+    return srv_wrong_input(r, "vector datatype %.20s is not supported yet (only float32)", dt);
+  const json_t *mv = json_object_get(v, "multivector_config");
+  if (mv && !json_is_null(mv)) return srv_wrong_input(r, "multivectors are not supported yet");
+  const json_t *q = json_object_get(v, "quantization_config");
+  if (q && !json_is_null(q)) return srv_wrong_input(r, "quantization_config is not supported yet");
+  const json_t *h = srv_field_obj(r, v, "hnsw_config", &ok);
+  if (!ok) return false;
+  if (h && json_object_get(h, "m") && json_integer_value(json_object_get(h, "m")) == 0 &&
+      json_is_integer(json_object_get(h, "m")))
+    return srv_wrong_input(r, "hnsw_config.m = 0 (no graph) is not supported yet");
+  uint32_t ignored = 0;
+  return h == NULL || (cfg_u32(r, h, "m", m) && cfg_u32(r, h, "ef_construct", ef) &&
+                       cfg_u32(r, h, "full_scan_threshold", fst ? fst : &ignored));
+}
+
+/* `vectors`: one VectorParams (the unnamed vector), or {"name": params}
+ * with "" meaning the unnamed vector. */
 static bool parse_vectors(srv_req *r, const json_t *v, qv_collection_config *cfg) {
   if (!json_is_object(v))
     return srv_format_err(r, "vectors: invalid type: expected a map with size and distance");
-  const json_t *size = json_object_get(v, "size");
-  if (size == NULL) {
-    /* {"name": {size, distance}}: named vectors. */
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)v, key, val) {
-      if (json_is_object(val))
-        return srv_wrong_input(r, "named vectors are not supported yet; use one unnamed "
-                                  "vector: {\"size\": N, \"distance\": \"Cosine\"}");
+  if (json_object_get(v, "size") != NULL || json_object_get(v, "distance") != NULL)
+    return parse_vector_params(r, v, "vectors", &cfg->dim, &cfg->distance, &cfg->hnsw_m,
+                               &cfg->hnsw_ef_construct, &cfg->full_scan_threshold);
+  if (json_object_size(v) == 0)
+    return srv_format_err(r, "vectors: expected size and distance, or at least one named vector");
+  const char *name;
+  json_t *params;
+  json_object_foreach((json_t *)v, name, params) {
+    char what[96];
+    snprintf(what, sizeof what, "vectors.%.80s", name);
+    if (name[0] == 0) {
+      if (!parse_vector_params(r, params, what, &cfg->dim, &cfg->distance, &cfg->hnsw_m,
+                               &cfg->hnsw_ef_construct, &cfg->full_scan_threshold))
+        return false;
+      continue;
     }
-    return srv_format_err(r, "vectors: missing field `size`");
+    if (cfg->n_named == QV_VECTORS_MAX)
+      return srv_wrong_input(r, "at most %u named vectors per collection", QV_VECTORS_MAX);
+    if (strlen(name) > QV_VECTOR_NAME_MAX)
+      return srv_wrong_input(r, "vector name \"%.80s...\" is longer than %u bytes", name,
+                             QV_VECTOR_NAME_MAX);
+    qv_vector_params *vp = &cfg->named[cfg->n_named++];
+    snprintf(vp->name, sizeof vp->name, "%s", name);
+    if (!parse_vector_params(r, params, what, &vp->dim, &vp->distance, &vp->hnsw_m,
+                             &vp->hnsw_ef_construct, NULL))
+      return false;
   }
-  uint64_t dim = 0;
-  const char *dist = NULL;
-  if (!srv_field_u64(r, v, "size", true, &dim)) return false;
-  if (dim == 0) return srv_format_err(r, "vectors.size: invalid value: integer `0`, expected a nonzero u64");
-  if (dim > 65536) return srv_invalid(r, "vectors.size", "value %llu invalid, must be 65536 or less",
-                                      (unsigned long long)dim);
-  if (dim > QV_DIM_MAX)
-    return srv_wrong_input(r, "vector size %llu: Quiver supports at most %u dimensions",
-                           (unsigned long long)dim, QV_DIM_MAX);
-  cfg->dim = (uint32_t)dim;
-  if (!srv_field_str(r, v, "distance", true, &dist)) return false;
-  static const char *names[] = {"Cosine", "Dot", "Euclid", "Manhattan"};
-  for (int i = 0; i < 4; i++)
-    if (!strcmp(dist, names[i])) {
-      cfg->distance = (qv_distance)i;
-      dist = NULL;
-      break;
-    }
-  if (dist)
-    return srv_format_err(r, "vectors.distance: unknown variant `%.40s`, expected one of "
-                             "`Cosine`, `Euclid`, `Dot`, `Manhattan`",
-                          dist);
-  const char *dt = NULL;
-  if (!srv_field_str(r, v, "datatype", false, &dt)) return false;
-  if (dt && strcmp(dt, "float32") != 0)
-    return srv_wrong_input(r, "vector datatype %.20s is not supported yet (only float32)", dt);
-  if (json_object_get(v, "multivector_config") && !json_is_null(json_object_get(v, "multivector_config")))
-    return srv_wrong_input(r, "multivectors are not supported yet");
-  bool ok;
-  const json_t *h = srv_field_obj(r, v, "hnsw_config", &ok);
-  if (!ok) return false;
-  if (h && (!cfg_u32(r, h, "m", &cfg->hnsw_m) ||
-            !cfg_u32(r, h, "ef_construct", &cfg->hnsw_ef_construct) ||
-            !cfg_u32(r, h, "full_scan_threshold", &cfg->full_scan_threshold)))
-    return false;
   return true;
 }
 

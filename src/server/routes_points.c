@@ -1,6 +1,6 @@
 /* routes_points.c: point writes (upsert, delete, payload set / overwrite /
- * delete keys / clear, vector updates, batch) and reads by id (retrieve,
- * GET one point).
+ * delete keys / clear, vector updates and deletes, batch) and reads by id
+ * (retrieve, GET one point).
  *
  * Each write is parsed and validated whole before the engine is called, and
  * the engine makes it durable before returning, so the UpdateResult is sent
@@ -16,32 +16,50 @@
 #include "base/alloc.h"
 #include "server/server_int.h"
 
-/* ---- upsert -------------------------------------------------------------------- */
+/* ---- upsert ----------------------------------------------------------------------- */
 
+/* Points being written: each has a row of sc->row_floats floats (every
+ * space of the collection; `mask` says which the point carries) and n_sp
+ * qv_named_vector slots. */
 typedef struct upsert_buf {
   qv_point *pts;
-  float *vecs;
+  float *rows;
+  uint32_t *masks;
+  qv_named_vector *nv;
   char **payloads;
-  size_t n;
+  size_t n, row_floats, n_sp;
 } upsert_buf;
 
 static void upsert_buf_free(upsert_buf *u) {
   for (size_t i = 0; u->payloads && i < u->n; i++) qv_free(u->payloads[i]);
   qv_free(u->payloads);
   qv_free(u->pts);
-  qv_free(u->vecs);
+  qv_free(u->rows);
+  qv_free(u->masks);
+  qv_free(u->nv);
   memset(u, 0, sizeof *u);
 }
 
-static bool upsert_buf_init(srv_req *r, upsert_buf *u, size_t n, uint32_t dim) {
+static bool upsert_buf_init(srv_req *r, const srv_coll *sc, upsert_buf *u, size_t n) {
   memset(u, 0, sizeof *u);
+  u->row_floats = sc->row_floats;
+  u->n_sp = sc->n_sp;
   u->pts = qv_calloc(n + 1, sizeof *u->pts);
-  u->vecs = qv_malloc((n * dim + 1) * sizeof(float));
+  u->rows = qv_malloc((n * u->row_floats + 1) * sizeof(float));
+  u->masks = qv_calloc(n + 1, sizeof *u->masks);
+  u->nv = qv_calloc(n * u->n_sp + 1, sizeof *u->nv);
   u->payloads = qv_calloc(n + 1, sizeof *u->payloads);
   u->n = n;
-  if (u->pts && u->vecs && u->payloads) return true;
+  if (u->pts && u->rows && u->masks && u->nv && u->payloads) return true;
   upsert_buf_free(u);
   return srv_fail(r, 500, "Service internal error: out of memory");
+}
+
+static float *row_of(upsert_buf *u, size_t i) { return u->rows + i * u->row_floats; }
+
+/* Points the qv_point of point i at its row. */
+static void set_vectors(const srv_coll *sc, upsert_buf *u, size_t i) {
+  srv_point_set_vectors(sc, &u->pts[i], row_of(u, i), u->masks[i], u->nv + i * u->n_sp);
 }
 
 /* Point i's payload: absent or null is {}, an object is serialised, any
@@ -59,9 +77,8 @@ static bool set_payload(srv_req *r, upsert_buf *u, size_t i, const json_t *p, co
 }
 
 static bool parse_points_list(srv_req *r, srv_coll *sc, const json_t *arr, upsert_buf *u) {
-  uint32_t dim = sc->info.config.dim;
   if (!json_is_array(arr)) return srv_format_err(r, "points: invalid type: expected a sequence");
-  if (!upsert_buf_init(r, u, json_array_size(arr), dim)) return false;
+  if (!upsert_buf_init(r, sc, u, json_array_size(arr))) return false;
   for (size_t i = 0; i < u->n; i++) {
     const json_t *p = json_array_get(arr, i);
     char what[64];
@@ -74,41 +91,65 @@ static bool parse_points_list(srv_req *r, srv_coll *sc, const json_t *arr, upser
     snprintf(what, sizeof what, "points[%zu].id", i);
     if (!srv_id_parse(r, id, what, &u->pts[i].id)) return false;
     snprintf(what, sizeof what, "points[%zu].vector", i);
-    if (!srv_vector_parse(r, vec, what, dim, u->vecs + i * dim)) return false;
-    u->pts[i].vector = u->vecs + i * dim;
-    u->pts[i].dim = dim;
+    if (!srv_point_vectors(r, sc, vec, what, row_of(u, i), &u->masks[i])) return false;
+    set_vectors(sc, u, i);
     snprintf(what, sizeof what, "points[%zu].payload", i);
     if (!set_payload(r, u, i, json_object_get(p, "payload"), what)) return false;
   }
   return true;
 }
 
+/* batch.vectors: a list of unnamed vectors, or {"name": [vectors]} with
+ * one list per named vector, each as long as `ids`. */
+static bool parse_batch_vectors(srv_req *r, srv_coll *sc, const json_t *vecs, upsert_buf *u) {
+  char what[96];
+  if (json_is_array(vecs)) {
+    if (json_array_size(vecs) != u->n)
+      return srv_wrong_input(r, "batch: %zu ids but %zu vectors", u->n, json_array_size(vecs));
+    for (size_t i = 0; i < u->n; i++) {
+      snprintf(what, sizeof what, "batch.vectors[%zu]", i);
+      if (!srv_point_vectors(r, sc, json_array_get(vecs, i), what, row_of(u, i), &u->masks[i]))
+        return false;
+    }
+    return true;
+  }
+  if (!json_is_object(vecs))
+    return srv_format_err(r, "batch.vectors: expected a sequence or a map");
+  const char *name;
+  json_t *list;
+  json_object_foreach((json_t *)vecs, name, list) {
+    int s;
+    if (!srv_space_get(r, sc, name, &s)) return false;
+    if (!json_is_array(list) || json_array_size(list) != u->n)
+      return srv_wrong_input(r, "batch.vectors.%.64s: expected a sequence of %zu vectors", name,
+                             u->n);
+    for (size_t i = 0; i < u->n; i++) {
+      snprintf(what, sizeof what, "batch.vectors.%.40s[%zu]", name, i);
+      if (!srv_vector_parse(r, json_array_get(list, i), what, sc->sp[s].dim,
+                            row_of(u, i) + sc->sp[s].offset))
+        return false;
+      u->masks[i] |= 1u << s;
+    }
+  }
+  return true;
+}
+
 static bool parse_batch(srv_req *r, srv_coll *sc, const json_t *b, upsert_buf *u) {
-  uint32_t dim = sc->info.config.dim;
   if (!json_is_object(b)) return srv_format_err(r, "batch: invalid type: expected a map");
   const json_t *ids = json_object_get(b, "ids"), *vecs = json_object_get(b, "vectors");
   const json_t *pls = json_object_get(b, "payloads");
   if (!json_is_array(ids)) return srv_format_err(r, "batch.ids: expected a sequence");
-  if (json_is_object(vecs) && json_object_size(vecs) == 1 && json_object_get(vecs, ""))
-    vecs = json_object_get(vecs, "");
-  else if (json_is_object(vecs))
-    return srv_wrong_input(r, "named vectors are not supported yet");
-  if (!json_is_array(vecs)) return srv_format_err(r, "batch.vectors: expected a sequence");
+  if (vecs == NULL) return srv_format_err(r, "batch: missing field `vectors`");
   size_t n = json_array_size(ids);
-  if (json_array_size(vecs) != n)
-    return srv_wrong_input(r, "batch: %zu ids but %zu vectors", n, json_array_size(vecs));
   if (pls != NULL && !json_is_null(pls) &&
       (!json_is_array(pls) || json_array_size(pls) != n))
     return srv_wrong_input(r, "batch.payloads: expected a sequence of %zu payloads", n);
-  if (!upsert_buf_init(r, u, n, dim)) return false;
+  if (!upsert_buf_init(r, sc, u, n) || !parse_batch_vectors(r, sc, vecs, u)) return false;
   for (size_t i = 0; i < n; i++) {
     char what[64];
     snprintf(what, sizeof what, "batch.ids[%zu]", i);
     if (!srv_id_parse(r, json_array_get(ids, i), what, &u->pts[i].id)) return false;
-    snprintf(what, sizeof what, "batch.vectors[%zu]", i);
-    if (!srv_vector_parse(r, json_array_get(vecs, i), what, dim, u->vecs + i * dim)) return false;
-    u->pts[i].vector = u->vecs + i * dim;
-    u->pts[i].dim = dim;
+    set_vectors(sc, u, i);
     snprintf(what, sizeof what, "batch.payloads[%zu]", i);
     if (json_is_array(pls) && !set_payload(r, u, i, json_array_get(pls, i), what)) return false;
   }
@@ -227,18 +268,65 @@ bool op_payload(srv_req *r, srv_coll *sc, const json_t *body, int kind) {
   return ok;
 }
 
-/* PUT .../points/vectors: each point keeps its payload and gets the new
- * vector. Read-then-upsert: a payload update racing with it on the same
- * point may be lost (the engine has no compare-and-set yet). */
+/* Reads the points `ids` (u->n of them) with every vector and their
+ * payloads into u (rows, masks, payloads). A missing point is 404, or with
+ * skip_missing left out: u->n then counts the points found. */
+static bool read_points(srv_req *r, srv_coll *sc, const qv_point_id *ids, upsert_buf *u,
+                        bool skip_missing) {
+  qv_records recs = {0};
+  qv_err err = {0};
+  qv_rc rc = qv_get(sc->c, ids, u->n, true, true, &recs, &err);
+  if (rc != QV_OK) return srv_rc_fail(r, rc, &err);
+  bool ok = true;
+  size_t j = 0, k = 0;
+  for (size_t i = 0; ok && i < u->n; i++) {
+    if (j >= recs.n || qv_id_cmp(&recs.items[j].id, &ids[i]) != 0) {
+      if (skip_missing) continue;
+      char t[40];
+      srv_id_text(&ids[i], t);
+      ok = srv_fail(r, 404, "Not found: No point with id %s found", t);
+      break;
+    }
+    const qv_record *rec = &recs.items[j++];
+    const char *pl = rec->payload ? rec->payload : "{}";
+    size_t pl_len = rec->payload ? rec->payload_len : 2;
+    u->pts[k].id = ids[i];
+    srv_record_to_row(sc, rec, row_of(u, k), &u->masks[k]);
+    u->payloads[k] = qv_strndup(pl, pl_len);
+    if (u->payloads[k] == NULL) ok = srv_fail(r, 500, "Service internal error: out of memory");
+    u->pts[k].payload = u->payloads[k];
+    u->pts[k].payload_len = pl_len;
+    k++;
+  }
+  if (ok) u->n = k;
+  qv_records_free(&recs);
+  return ok;
+}
+
+/* Writes the rows of u back (vectors as in masks, payloads kept). */
+static bool write_points(srv_req *r, srv_coll *sc, upsert_buf *u) {
+  for (size_t i = 0; i < u->n; i++) set_vectors(sc, u, i);
+  qv_err err = {0};
+  qv_rc rc = u->n ? qv_upsert(sc->c, u->pts, u->n, &err) : QV_OK;
+  return rc == QV_OK ? true : srv_rc_fail(r, rc, &err);
+}
+
+/* PUT .../points/vectors: each point gets the vectors given, keeps the
+ * others and its payload. Read-then-upsert: a payload update racing with
+ * it on the same point may be lost (the engine has no per-point
+ * compare-and-set yet). Cosine vectors that are kept are normalised again,
+ * which may move their last bit. */
 bool op_vectors(srv_req *r, srv_coll *sc, const json_t *body) {
   const json_t *pts = json_object_get(body, "points");
   if (!json_is_array(pts)) return srv_format_err(r, "points: expected a sequence");
-  uint32_t dim = sc->info.config.dim;
   size_t n = json_array_size(pts);
-  upsert_buf u;
-  if (!upsert_buf_init(r, &u, n, dim)) return false;
+  upsert_buf u, given;
+  if (!upsert_buf_init(r, sc, &u, n)) return false;
+  if (!upsert_buf_init(r, sc, &given, n)) {
+    upsert_buf_free(&u);
+    return false;
+  }
   qv_point_id *ids = qv_malloc((n + 1) * sizeof *ids);
-  qv_records recs = {0};
   bool ok = ids != NULL || srv_fail(r, 500, "Service internal error: out of memory");
   for (size_t i = 0; ok && i < n; i++) {
     const json_t *p = json_array_get(pts, i);
@@ -247,28 +335,98 @@ bool op_vectors(srv_req *r, srv_coll *sc, const json_t *body) {
     if (!json_is_object(p)) ok = srv_format_err(r, "points[%zu]: expected a map", i);
     if (ok) ok = srv_id_parse(r, json_object_get(p, "id"), what, &ids[i]);
     snprintf(what, sizeof what, "points[%zu].vector", i);
-    if (ok) ok = srv_vector_parse(r, json_object_get(p, "vector"), what, dim, u.vecs + i * dim);
+    const json_t *v = ok ? json_object_get(p, "vector") : NULL;
+    if (ok && v == NULL) v = json_object_get(p, "vectors");
+    if (ok) ok = srv_point_vectors(r, sc, v, what, row_of(&given, i), &given.masks[i]);
   }
-  qv_err err = {0};
-  qv_rc rc = ok ? qv_get(sc->c, ids, n, false, true, &recs, &err) : QV_OK;
-  if (ok && rc != QV_OK) ok = srv_rc_fail(r, rc, &err);
-  size_t j = 0;
-  for (size_t i = 0; ok && i < n; i++) {
-    if (j >= recs.n || qv_id_cmp(&recs.items[j].id, &ids[i]) != 0) {
-      char t[40];
-      srv_id_text(&ids[i], t);
-      ok = srv_fail(r, 404, "Not found: No point with id %s found", t);
+  if (ok) ok = read_points(r, sc, ids, &u, false);
+  for (size_t i = 0; ok && i < n; i++)
+    for (uint32_t s = 0; s < sc->n_sp; s++) {
+      if (!(given.masks[i] & (1u << s))) continue;
+      memcpy(row_of(&u, i) + sc->sp[s].offset, row_of(&given, i) + sc->sp[s].offset,
+             (size_t)sc->sp[s].dim * sizeof(float));
+      u.masks[i] |= 1u << s;
+    }
+  if (ok) ok = write_points(r, sc, &u);
+  qv_free(ids);
+  upsert_buf_free(&given);
+  upsert_buf_free(&u);
+  return ok;
+}
+
+/* Clears the spaces named in `names` (a JSON list) from mask bits. */
+static bool names_mask(srv_req *r, srv_coll *sc, const json_t *names, uint32_t *drop) {
+  *drop = 0;
+  if (!srv_is_string_list(names))
+    return srv_format_err(r, names ? "vector: expected a sequence of vector names"
+                                   : "missing field `vector`");
+  for (size_t i = 0; i < json_array_size(names); i++) {
+    int s;
+    if (!srv_space_get(r, sc, json_string_value(json_array_get(names, i)), &s)) return false;
+    *drop |= 1u << s;
+  }
+  return true;
+}
+
+/* Removes the named vectors from the points `ids` (n of them); points
+ * that do not exist (or no longer) are ignored, as by every other write. */
+static bool drop_vectors(srv_req *r, srv_coll *sc, const qv_point_id *ids, size_t n,
+                         uint32_t drop) {
+  upsert_buf u;
+  if (n == 0) return true;
+  if (!upsert_buf_init(r, sc, &u, n)) return false;
+  bool ok = read_points(r, sc, ids, &u, true);
+  for (size_t i = 0; ok && i < u.n; i++) u.masks[i] &= ~drop;
+  if (ok) ok = write_points(r, sc, &u);
+  upsert_buf_free(&u);
+  return ok;
+}
+
+/* POST .../points/vectors/delete: {points | filter, vector: [names]}.
+ * Read-then-upsert like op_vectors. The engine keeps at least one vector
+ * per point and always the unnamed one when the collection has it, so
+ * deleting those is refused by its checks (400). */
+bool op_delete_vectors(srv_req *r, srv_coll *sc, const json_t *body) {
+  uint32_t drop;
+  if (!names_mask(r, sc, json_object_get(body, "vector"), &drop)) return false;
+  const json_t *pts = json_object_get(body, "points");
+  const json_t *flt = json_object_get(body, "filter");
+  bool has_pts = pts && !json_is_null(pts), has_flt = flt && !json_is_null(flt);
+  if (has_pts == has_flt)
+    return srv_wrong_input(r, "give either `points` or `filter`");
+  if (has_pts) {
+    qv_point_id *ids;
+    size_t n;
+    if (!srv_ids_parse(r, pts, "points", &ids, &n)) return false;
+    bool ok = drop_vectors(r, sc, ids, n, drop);
+    qv_free(ids);
+    return ok;
+  }
+  qv_filter *f = NULL;
+  if (!srv_filter_parse(r, body, "filter", &f)) return false;
+  /* Page through the matches by id; each page is rewritten before the
+   * next is read, so memory stays bounded. */
+  bool ok = true, has_next = true, first = true;
+  qv_point_id start, next;
+  while (ok && has_next) {
+    qv_records recs = {0};
+    qv_err err = {0};
+    qv_rc rc = qv_scroll_filtered(sc->c, f, first ? NULL : &start, 256, false, false, &recs,
+                                  &next, &has_next, &err);
+    first = false;
+    if (rc != QV_OK) {
+      ok = srv_rc_fail(r, rc, &err);
       break;
     }
-    u.pts[i] = (qv_point){.id = ids[i], .vector = u.vecs + i * dim, .dim = dim,
-                          .payload = recs.items[j].payload,
-                          .payload_len = recs.items[j].payload_len};
-    j++;
+    qv_point_id *ids = qv_malloc((recs.n + 1) * sizeof *ids);
+    ok = ids != NULL || srv_fail(r, 500, "Service internal error: out of memory");
+    for (size_t i = 0; ok && i < recs.n; i++) ids[i] = recs.items[i].id;
+    if (ok) ok = drop_vectors(r, sc, ids, recs.n, drop);
+    qv_free(ids);
+    qv_records_free(&recs);
+    if (has_next) start = next;
   }
-  if (ok && n > 0 && (rc = qv_upsert(sc->c, u.pts, n, &err)) != QV_OK) ok = srv_rc_fail(r, rc, &err);
-  qv_records_free(&recs);
-  qv_free(ids);
-  upsert_buf_free(&u);
+  qv_filter_free(f);
   return ok;
 }
 
@@ -276,7 +434,7 @@ bool op_vectors(srv_req *r, srv_coll *sc, const json_t *body) {
 
 /* The common shape of a write endpoint. */
 static void write_endpoint(srv_req *r, int op, int kind) {
-  json_t *body = srv_body(r, false);
+  json_t *body = srv_body_vecs(r, false, op == 0 || op == 3 ? srv_paths_upsert : NULL);
   srv_coll sc = {0};
   bool ok = body != NULL && srv_check_wait(r) && srv_coll_open(r, &sc);
   if (ok) {
@@ -284,7 +442,8 @@ static void write_endpoint(srv_req *r, int op, int kind) {
     case 0: ok = op_upsert(r, &sc, body); break;
     case 1: ok = op_delete(r, &sc, body); break;
     case 2: ok = op_payload(r, &sc, body, kind); break;
-    default: ok = op_vectors(r, &sc, body); break;
+    case 3: ok = op_vectors(r, &sc, body); break;
+    default: ok = op_delete_vectors(r, &sc, body); break;
     }
   }
   if (ok) srv_update_ok(r);
@@ -299,6 +458,7 @@ void h_payload_overwrite(srv_req *r) { write_endpoint(r, 2, PAYLOAD_OVERWRITE); 
 void h_payload_delete(srv_req *r) { write_endpoint(r, 2, PAYLOAD_DELETE); }
 void h_payload_clear(srv_req *r) { write_endpoint(r, 2, PAYLOAD_CLEAR); }
 void h_vectors_update(srv_req *r) { write_endpoint(r, 3, 0); }
+void h_vectors_delete(srv_req *r) { write_endpoint(r, 4, 0); }
 
 static bool batch_one(srv_req *r, srv_coll *sc, const json_t *op, size_t i) {
   const char *name;
@@ -315,15 +475,14 @@ static bool batch_one(srv_req *r, srv_coll *sc, const json_t *op, size_t i) {
     if (!strcmp(name, "delete_payload")) return op_payload(r, sc, arg, PAYLOAD_DELETE);
     if (!strcmp(name, "clear_payload")) return op_payload(r, sc, arg, PAYLOAD_CLEAR);
     if (!strcmp(name, "update_vectors")) return op_vectors(r, sc, arg);
-    if (!strcmp(name, "delete_vectors"))
-      return srv_wrong_input(r, "delete_vectors is not supported (every point has its one vector)");
+    if (!strcmp(name, "delete_vectors")) return op_delete_vectors(r, sc, arg);
     return srv_format_err(r, "operations[%zu]: unknown variant `%.40s`", i, name);
   }
   return true;
 }
 
 void h_batch(srv_req *r) {
-  json_t *body = srv_body(r, false);
+  json_t *body = srv_body_vecs(r, false, srv_paths_upsert);
   srv_coll sc = {0};
   if (body == NULL || !srv_check_wait(r) || !srv_coll_open(r, &sc)) goto out;
   const json_t *ops = json_object_get(body, "operations");
@@ -357,7 +516,7 @@ void h_retrieve(srv_req *r) {
   qv_point_id *ids = NULL;
   size_t n = 0;
   srv_sel sel;
-  bool with_vector;
+  srv_vsel vs;
   qv_records recs = {0};
   if (body == NULL || !srv_coll_open(r, &sc)) goto out;
   const json_t *arr = json_object_get(body, "ids");
@@ -366,18 +525,17 @@ void h_retrieve(srv_req *r) {
     goto out;
   }
   if (!srv_ids_parse(r, arr, "ids", &ids, &n) || !srv_sel_parse(r, body, true, &sel) ||
-      !srv_with_vector(r, body, false, &with_vector))
+      !srv_with_vector(r, body, false, &vs))
     goto out;
   qv_err err = {0};
-  qv_rc rc = qv_get(sc.c, ids, n, with_vector, sel.mode != SEL_NONE, &recs, &err);
+  qv_rc rc = qv_get(sc.c, ids, n, vs.any, sel.mode != SEL_NONE, &recs, &err);
   if (rc != QV_OK) {
     srv_rc_fail(r, rc, &err);
     goto out;
   }
   json_t *res = json_array();
   for (size_t i = 0; i < recs.n; i++)
-    json_array_append_new(res, srv_record_json(&recs.items[i], &sel, with_vector,
-                                               sc.info.config.dim));
+    json_array_append_new(res, srv_record_json(&sc, &recs.items[i], &sel, &vs));
   srv_ok(r, res);
 out:
   qv_records_free(&recs);
@@ -423,7 +581,8 @@ void h_point_get(srv_req *r) {
     srv_fail(r, 404, "Not found: No point with id %s found", t);
   } else {
     srv_sel all = {SEL_ALL, NULL};
-    srv_ok(r, srv_record_json(&recs.items[0], &all, true, sc.info.config.dim));
+    srv_vsel every = {true, NULL};
+    srv_ok(r, srv_record_json(&sc, &recs.items[0], &all, &every));
   }
   qv_records_free(&recs);
   srv_coll_close(&sc);

@@ -12,8 +12,9 @@
  *     (s - (mean - 3 sd)) / (6 sd), summed);
  *   - with no query: the first points in id order (score 0), or the only
  *     prefetch's list.
- * The filter of a level also applies to every prefetch below it, as in
- * Qdrant. `offset` applies to the top level only. Invariant: every level
+ * Each level searches the vector space named by its own `using` (default
+ * the unnamed vector). The filter of a level also applies to every
+ * prefetch below it, as in Qdrant. `offset` applies to the top level only. Invariant: every level
  * returns at most its limit of hits, best first. */
 #include <math.h>
 #include <stdlib.h>
@@ -40,18 +41,16 @@ static json_t *combined_filter(const json_t *parent, const json_t *own) {
   return has_own ? json_incref((json_t *)own) : NULL;
 }
 
-static bool is_vector(const json_t *v) {
-  return json_is_array(v) && (json_array_size(v) == 0 || !json_is_array(json_array_get(v, 0)));
-}
-
 static bool is_id(const json_t *v) {
   return json_is_integer(v) || json_is_string(v) || jsonio_raw_text(v);
 }
 
-/* Turns `query` into s->vec (adding excluded ids). Sets *fusion to 'r' or
- * 'd' for a fusion query, *none for a missing query. */
-static bool parse_query(srv_req *r, srv_coll *sc, const json_t *q, search_spec *s,
-                        char *fusion, double *rrf_k, const json_t **weights, bool *none) {
+/* Turns `query` into s->vec in space `using` (adding excluded ids). Sets
+ * *fusion to 'r' or 'd' for a fusion query, *none for a missing query;
+ * only queries that need a vector check that `using` exists. */
+static bool parse_query(srv_req *r, srv_coll *sc, const json_t *q, const char *using,
+                        search_spec *s, char *fusion, double *rrf_k, const json_t **weights,
+                        bool *none) {
   *fusion = 0;
   *none = false;
   if (q == NULL || json_is_null(q)) {
@@ -62,13 +61,17 @@ static bool parse_query(srv_req *r, srv_coll *sc, const json_t *q, search_spec *
     if (json_object_get(q, "mmr")) return srv_wrong_input(r, "mmr is not supported yet");
     q = json_object_get(q, "nearest");
   }
-  if (is_vector(q)) return srv_vector_parse(r, q, "query", sc->info.config.dim, s->vec);
+  if (srv_is_vector(r, q))
+    return search_spec_space(r, sc, using, s) &&
+           srv_vector_parse(r, q, "query", sc->sp[s->space].dim, s->vec);
   if (is_id(q)) {
     qv_point_id id;
     qv_point_id *ex = qv_realloc(s->exclude, (s->n_exclude + 1) * sizeof *ex);
     if (ex == NULL) return srv_fail(r, 500, "Service internal error: out of memory");
     s->exclude = ex;
-    if (!srv_id_parse(r, q, "query", &id) || !point_vector(r, sc, &id, s->vec)) return false;
+    if (!srv_id_parse(r, q, "query", &id) || !search_spec_space(r, sc, using, s) ||
+        !point_vector(r, sc, &id, s->space, s->vec))
+      return false;
     s->exclude[s->n_exclude++] = id;
     return true;
   }
@@ -101,8 +104,9 @@ static bool parse_query(srv_req *r, srv_coll *sc, const json_t *q, search_spec *
     if (strategy && strcmp(strategy, "average_vector") != 0)
       return srv_wrong_input(r, "recommend strategy \"%.30s\" is not supported yet "
                                 "(only average_vector)", strategy);
-    return recommend_vector(r, sc, json_object_get(rec, "positive"),
-                            json_object_get(rec, "negative"), s->vec, s);
+    return search_spec_space(r, sc, using, s) &&
+           recommend_vector(r, sc, json_object_get(rec, "positive"),
+                            json_object_get(rec, "negative"), s);
   }
   const char *kind = "?";
   const char *key;
@@ -255,28 +259,25 @@ static bool run_level(srv_req *r, srv_coll *sc, const json_t *q, const json_t *p
   char fusion;
   double rrf_k = 2;
   const json_t *weights = NULL;
+  const char *using = "";
   bool none, ok = spec_obj != NULL;
   memset(out, 0, sizeof *out);
   if (ok) {
     /* The level's own view: the combined filter, no offset below the top. */
     json_object_set(spec_obj, "filter", filter ? filter : json_null());
     if (!top) json_object_del(spec_obj, "offset");
-    s.vec = qv_malloc((size_t)sc->info.config.dim * sizeof(float));
-    ok = s.vec != NULL || srv_fail(r, 500, "Service internal error: out of memory");
   } else {
     srv_fail(r, 500, "Service internal error: out of memory");
   }
   if (ok) ok = search_spec_parse(r, spec_obj, 10, &s);
-  if (ok) {
-    const char *u = NULL;
-    ok = srv_field_str(r, q, "using", false, &u);
-    if (ok && u && u[0]) ok = srv_wrong_input(r, "Not existing vector name error: %.80s", u);
-  }
+  if (ok) ok = srv_field_str(r, q, "using", false, &using);
   if (ok) {
     const json_t *lf = json_object_get(q, "lookup_from");
     if (lf && !json_is_null(lf)) ok = srv_wrong_input(r, "lookup_from is not supported yet");
   }
-  if (ok) ok = parse_query(r, sc, json_object_get(q, "query"), &s, &fusion, &rrf_k, &weights, &none);
+  if (ok)
+    ok = parse_query(r, sc, json_object_get(q, "query"), using, &s, &fusion, &rrf_k, &weights,
+                     &none);
   if (ok) ok = run_prefetches(r, sc, json_object_get(q, "prefetch"), filter, depth, &lists, &n_lists);
   if (ok && fusion) {
     if (n_lists == 0) ok = srv_wrong_input(r, "fusion needs at least one prefetch");
@@ -328,10 +329,10 @@ static json_t *query_one(srv_req *r, srv_coll *sc, const json_t *q) {
   hitlist h;
   if (!run_level(r, sc, q, NULL, true, 0, &h)) return NULL;
   srv_sel sel;
-  bool with_vector;
+  srv_vsel vs;
   json_t *pts = NULL;
-  if (srv_sel_parse(r, q, false, &sel) && srv_with_vector(r, q, false, &with_vector)) {
-    pts = srv_hits_json(r, sc, h.h, h.n, &sel, with_vector);
+  if (srv_sel_parse(r, q, false, &sel) && srv_with_vector(r, q, false, &vs)) {
+    pts = srv_hits_json(r, sc, h.h, h.n, &sel, &vs);
     if (pts == NULL) srv_fail(r, 500, "Service internal error: reading results failed");
   }
   qv_free(h.h);
@@ -339,7 +340,7 @@ static json_t *query_one(srv_req *r, srv_coll *sc, const json_t *q) {
 }
 
 void h_query(srv_req *r) {
-  json_t *body = srv_body(r, true);
+  json_t *body = srv_body_vecs(r, true, srv_paths_search);
   srv_coll sc = {0};
   if (body && srv_coll_open(r, &sc)) {
     json_t *res = query_one(r, &sc, body);
@@ -350,7 +351,7 @@ void h_query(srv_req *r) {
 }
 
 void h_query_batch(srv_req *r) {
-  json_t *body = srv_body(r, false);
+  json_t *body = srv_body_vecs(r, false, srv_paths_search);
   srv_coll sc = {0};
   if (body == NULL || !srv_coll_open(r, &sc)) goto out;
   const json_t *arr = json_object_get(body, "searches");

@@ -57,7 +57,15 @@ bool search_spec_parse(srv_req *r, const json_t *obj, uint32_t default_limit, se
   }
   if (!srv_filter_parse(r, obj, "filter", &s->filter)) return false;
   s->p.filter = s->filter;
-  return srv_sel_parse(r, obj, false, &s->sel) && srv_with_vector(r, obj, false, &s->with_vector);
+  return srv_sel_parse(r, obj, false, &s->sel) && srv_with_vector(r, obj, false, &s->vsel);
+}
+
+bool search_spec_space(srv_req *r, srv_coll *sc, const char *name, search_spec *s) {
+  if (!srv_space_get(r, sc, name, &s->space)) return false;
+  s->p.vector_name = sc->sp[s->space].name;
+  qv_free(s->vec);
+  s->vec = qv_malloc((size_t)sc->sp[s->space].dim * sizeof(float));
+  return s->vec != NULL || srv_fail(r, 500, "Service internal error: out of memory");
 }
 
 static bool excluded(const search_spec *s, const qv_point_id *id) {
@@ -75,7 +83,7 @@ bool search_run(srv_req *r, srv_coll *sc, const search_spec *s, qv_hit **hits, s
   *hits = qv_malloc((size_t)p.k * sizeof **hits);
   if (*hits == NULL) return srv_fail(r, 500, "Service internal error: out of memory");
   qv_err err = {0};
-  qv_rc rc = qv_search(sc->c, s->vec, sc->info.config.dim, &p, *hits, n, &err);
+  qv_rc rc = qv_search(sc->c, s->vec, sc->sp[s->space].dim, &p, *hits, n, &err);
   if (rc != QV_OK) {
     qv_free(*hits);
     *hits = NULL;
@@ -96,23 +104,26 @@ bool search_run(srv_req *r, srv_coll *sc, const search_spec *s, qv_hit **hits, s
   return true;
 }
 
-/* `vector` of a SearchRequest: an array, {"name", "vector"} or {"": [...]}. */
-static bool search_vector(srv_req *r, const json_t *v, uint32_t dim, float *out) {
+/* `vector` of a SearchRequest: an array (the unnamed vector) or
+ * {"name", "vector"}; chooses the space and fills s->vec. */
+static bool search_vector(srv_req *r, srv_coll *sc, const json_t *v, search_spec *s) {
+  const char *name = "";
   if (json_is_object(v) && json_object_get(v, "name")) {
-    const json_t *name = json_object_get(v, "name");
-    if (!json_is_string(name) || json_string_value(name)[0] != 0)
-      return srv_wrong_input(r, "Not existing vector name error: %.80s",
-                             json_is_string(name) ? json_string_value(name) : "?");
+    if (!srv_field_str(r, v, "name", true, &name)) return false;
     v = json_object_get(v, "vector");
     if (json_is_object(v)) return srv_wrong_input(r, "sparse vectors are not supported yet");
+  } else if (json_is_object(v)) {
+    return srv_format_err(r, "vector: expected a sequence of numbers or {\"name\", \"vector\"}");
   }
-  return srv_vector_parse(r, v, "vector", dim, out);
+  return search_spec_space(r, sc, name, s) &&
+         srv_vector_parse(r, v, "vector", sc->sp[s->space].dim, s->vec);
 }
 
-static bool check_using(srv_req *r, const json_t *obj) {
-  const char *u = NULL;
-  if (!srv_field_str(r, obj, "using", false, &u)) return false;
-  if (u && u[0]) return srv_wrong_input(r, "Not existing vector name error: %.80s", u);
+/* `using` (the space of a recommend or query level), and the refusal of
+ * lookup_from. */
+static bool check_using(srv_req *r, const json_t *obj, const char **name) {
+  *name = "";
+  if (!srv_field_str(r, obj, "using", false, name)) return false;
   const json_t *lf = json_object_get(obj, "lookup_from");
   if (lf && !json_is_null(lf)) return srv_wrong_input(r, "lookup_from is not supported yet");
   return true;
@@ -133,14 +144,9 @@ static json_t *search_one(srv_req *r, srv_coll *sc, const json_t *req) {
     srv_format_err(r, "missing field `vector`");
     return NULL;
   }
-  s.vec = qv_malloc((size_t)sc->info.config.dim * sizeof(float));
-  if (s.vec == NULL) {
-    srv_fail(r, 500, "Service internal error: out of memory");
-    return NULL;
-  }
-  if (search_spec_parse(r, req, 0, &s) && search_vector(r, v, sc->info.config.dim, s.vec) &&
+  if (search_spec_parse(r, req, 0, &s) && search_vector(r, sc, v, &s) &&
       search_run(r, sc, &s, &hits, &n)) {
-    out = srv_hits_json(r, sc, hits, n, &s.sel, s.with_vector);
+    out = srv_hits_json(r, sc, hits, n, &s.sel, &s.vsel);
     if (out == NULL) srv_fail(r, 500, "Service internal error: reading results failed");
   }
   qv_free(hits);
@@ -148,19 +154,26 @@ static json_t *search_one(srv_req *r, srv_coll *sc, const json_t *req) {
   return out;
 }
 
-bool point_vector(srv_req *r, srv_coll *sc, const qv_point_id *id, float *out) {
+bool point_vector(srv_req *r, srv_coll *sc, const qv_point_id *id, int space, float *out) {
   qv_records recs = {0};
   qv_err err = {0};
   qv_rc rc = qv_get(sc->c, id, 1, true, false, &recs, &err);
   bool ok = true;
+  char t[40];
+  srv_id_text(id, t);
   if (rc != QV_OK) {
     ok = srv_rc_fail(r, rc, &err);
-  } else if (recs.n == 0 || recs.items[0].vector == NULL) {
-    char t[40];
-    srv_id_text(id, t);
+  } else if (recs.n == 0) {
     ok = srv_fail(r, 404, "Not found: No point with id %s found", t);
   } else {
-    memcpy(out, recs.items[0].vector, (size_t)sc->info.config.dim * sizeof(float));
+    const srv_space *sp = &sc->sp[space];
+    const float *v = sp->name[0] == 0 ? recs.items[0].vector : NULL;
+    for (uint32_t k = 0; v == NULL && k < recs.items[0].n_named; k++)
+      if (strcmp(recs.items[0].named[k].name, sp->name) == 0) v = recs.items[0].named[k].vector;
+    if (v == NULL)
+      ok = srv_wrong_input(r, "point %s has no vector \"%s\"", t, sp->name);
+    else
+      memcpy(out, v, (size_t)sp->dim * sizeof(float));
   }
   qv_records_free(&recs);
   return ok;
@@ -169,16 +182,16 @@ bool point_vector(srv_req *r, srv_coll *sc, const qv_point_id *id, float *out) {
 /* Sums the examples of `arr` into sum[0..dim); ids are added to s->exclude. */
 static bool add_examples(srv_req *r, srv_coll *sc, const json_t *arr, const char *what,
                          float *sum, float *tmp, search_spec *s) {
-  uint32_t dim = sc->info.config.dim;
+  uint32_t dim = sc->sp[s->space].dim;
   for (size_t i = 0; i < json_array_size(arr); i++) {
     const json_t *e = json_array_get(arr, i);
     char w[48];
     snprintf(w, sizeof w, "%s[%zu]", what, i);
-    if (json_is_array(e)) {
+    if (srv_is_vector(r, e)) {
       if (!srv_vector_parse(r, e, w, dim, tmp)) return false;
     } else {
       qv_point_id id;
-      if (!srv_id_parse(r, e, w, &id) || !point_vector(r, sc, &id, tmp)) return false;
+      if (!srv_id_parse(r, e, w, &id) || !point_vector(r, sc, &id, s->space, tmp)) return false;
       s->exclude[s->n_exclude++] = id;
     }
     for (uint32_t d = 0; d < dim; d++) sum[d] += tmp[d];
@@ -187,8 +200,9 @@ static bool add_examples(srv_req *r, srv_coll *sc, const json_t *arr, const char
 }
 
 bool recommend_vector(srv_req *r, srv_coll *sc, const json_t *pos, const json_t *neg,
-                      float *out, search_spec *s) {
-  uint32_t dim = sc->info.config.dim;
+                      search_spec *s) {
+  uint32_t dim = sc->sp[s->space].dim;
+  float *out = s->vec;
   if (pos && !json_is_null(pos) && !json_is_array(pos))
     return srv_format_err(r, "positive: expected a sequence of ids or vectors");
   if (neg && !json_is_null(neg) && !json_is_array(neg))
@@ -219,23 +233,21 @@ static json_t *recommend_one(srv_req *r, srv_coll *sc, const json_t *req) {
   json_t *out = NULL;
   qv_hit *hits = NULL;
   size_t n = 0;
-  const char *strategy = NULL;
+  const char *strategy = NULL, *name;
   if (!json_is_object(req)) {
     srv_format_err(r, "invalid type: expected a RecommendRequest object");
     return NULL;
   }
-  s.vec = qv_malloc((size_t)sc->info.config.dim * sizeof(float));
-  bool ok = s.vec != NULL || srv_fail(r, 500, "Service internal error: out of memory");
-  if (ok) ok = check_using(r, req) && srv_field_str(r, req, "strategy", false, &strategy);
+  bool ok = check_using(r, req, &name) && srv_field_str(r, req, "strategy", false, &strategy);
   if (ok && strategy && strcmp(strategy, "average_vector") != 0)
     ok = srv_wrong_input(r, "recommend strategy \"%.30s\" is not supported yet "
                             "(only average_vector)", strategy);
-  if (ok) ok = search_spec_parse(r, req, 0, &s);
+  if (ok) ok = search_spec_parse(r, req, 0, &s) && search_spec_space(r, sc, name, &s);
   if (ok)
     ok = recommend_vector(r, sc, json_object_get(req, "positive"),
-                          json_object_get(req, "negative"), s.vec, &s);
+                          json_object_get(req, "negative"), &s);
   if (ok && search_run(r, sc, &s, &hits, &n)) {
-    out = srv_hits_json(r, sc, hits, n, &s.sel, s.with_vector);
+    out = srv_hits_json(r, sc, hits, n, &s.sel, &s.vsel);
     if (out == NULL) srv_fail(r, 500, "Service internal error: reading results failed");
   }
   qv_free(hits);
@@ -246,7 +258,7 @@ static json_t *recommend_one(srv_req *r, srv_coll *sc, const json_t *req) {
 typedef json_t *(*one_fn)(srv_req *r, srv_coll *sc, const json_t *req);
 
 static void single(srv_req *r, one_fn fn) {
-  json_t *body = srv_body(r, false);
+  json_t *body = srv_body_vecs(r, false, srv_paths_search);
   srv_coll sc = {0};
   if (body && srv_coll_open(r, &sc)) {
     json_t *res = fn(r, &sc, body);
@@ -257,7 +269,7 @@ static void single(srv_req *r, one_fn fn) {
 }
 
 static void batch(srv_req *r, one_fn fn) {
-  json_t *body = srv_body(r, false);
+  json_t *body = srv_body_vecs(r, false, srv_paths_search);
   srv_coll sc = {0};
   if (body == NULL || !srv_coll_open(r, &sc)) goto out;
   const json_t *arr = json_object_get(body, "searches");
@@ -293,7 +305,8 @@ void h_scroll(srv_req *r) {
   qv_filter *flt = NULL;
   qv_records recs = {0};
   srv_sel sel;
-  bool with_vector, has_start = false;
+  srv_vsel vs;
+  bool has_start = false;
   qv_point_id start, next;
   uint32_t limit = 10;
   if (body == NULL || !srv_coll_open(r, &sc)) goto out;
@@ -308,12 +321,12 @@ void h_scroll(srv_req *r) {
     goto out;
   }
   if (!parse_limit(r, body, 10, &limit) || !srv_sel_parse(r, body, true, &sel) ||
-      !srv_with_vector(r, body, false, &with_vector) ||
+      !srv_with_vector(r, body, false, &vs) ||
       !srv_filter_parse(r, body, "filter", &flt))
     goto out;
   bool has_next = false;
   qv_err err = {0};
-  qv_rc rc = qv_scroll_filtered(sc.c, flt, has_start ? &start : NULL, limit, with_vector,
+  qv_rc rc = qv_scroll_filtered(sc.c, flt, has_start ? &start : NULL, limit, vs.any,
                                 sel.mode != SEL_NONE, &recs, &next, &has_next, &err);
   if (rc != QV_OK) {
     srv_rc_fail(r, rc, &err);
@@ -321,8 +334,7 @@ void h_scroll(srv_req *r) {
   }
   json_t *pts = json_array();
   for (size_t i = 0; i < recs.n; i++)
-    json_array_append_new(pts, srv_record_json(&recs.items[i], &sel, with_vector,
-                                               sc.info.config.dim));
+    json_array_append_new(pts, srv_record_json(&sc, &recs.items[i], &sel, &vs));
   srv_ok(r, json_pack("{s:o, s:o}", "points", pts, "next_page_offset",
                       has_next ? srv_id_json(&next) : json_null()));
 out:

@@ -31,6 +31,7 @@ typedef struct srv_config {
   char *api_key;           /* "" = no authentication */
   char *read_only_api_key; /* "" = none */
   uint64_t max_body_bytes;
+  uint64_t max_snapshot_upload_bytes;
   uint64_t threads;        /* 0 = automatic */
   uint64_t log_level;      /* a qv_log_level */
   bool allow_insecure_remote;
@@ -52,6 +53,7 @@ const char *srvcfg_level_name(uint64_t level);
 typedef struct srv {
   srv_config cfg;
   qv_db *db;
+  char *snap_dir;          /* realpath of <data>/snapshots (routes_snapshots.c) */
   uint64_t op_seq;         /* UpdateResult.operation_id; atomic */
   int in_flight;           /* requests between headers and completion; atomic */
   pthread_mutex_t index_mu; /* serialises payload_index.json updates */
@@ -66,12 +68,19 @@ typedef struct srv_resp {
   void (*free_fn)(void *);
   const char *content_type;
   char allow[64];    /* Allow header of a 405, "" otherwise */
+  /* A file response (snapshot download): MHD sends fd's first file_size
+   * bytes and closes it. */
+  bool is_file;
+  int fd;
+  uint64_t file_size;
+  char disposition[320]; /* Content-Disposition, "" for none */
 } srv_resp;
 
 #define SRV_MAX_ARGS 3
 
 typedef struct srv_req {
   srv *s;
+  jsonio_vecs vecs;            /* vectors the body parser read itself */
   struct MHD_Connection *conn; /* NULL in unit tests */
   const char *method;
   char *path;                  /* without the query or a trailing '/' */
@@ -79,6 +88,13 @@ typedef struct srv_req {
   const char *body;            /* NUL-terminated */
   size_t body_len;
   double t0;                   /* monotonic seconds when the headers arrived */
+  /* A streamed upload (routes with streams_body): the temporary file that
+   * holds the `snapshot` field, whether the field was present, and why
+   * the upload failed (NULL: it did not). http.c removes the file. */
+  const char *upload_path;
+  bool upload_seen;
+  const char *upload_error;
+  bool upload_io_error;        /* the error was the server's (disk), not the body's */
   int route;                   /* index in router_routes, -1 if none */
   srv_resp resp;
 } srv_req;
@@ -91,15 +107,19 @@ typedef struct srv_route {
   srv_handler fn;
   bool is_write;       /* refused for the read-only key */
   bool is_public;      /* served without an API key (/, the probes) */
+  bool streams_body;   /* http.c streams the body to a file (snapshot upload) */
 } srv_route;
 
 /* router.c */
 extern const srv_route router_routes[];
 extern const size_t router_n_routes;
 /* Normalises `url` into r->path (qv_malloc'd, like r->args; the caller
- * frees them), finds the route, checks the API key and runs the handler. */
-void router_dispatch(srv_req *r, const char *url, const char *api_key_header,
-                     const char *authorization_header);
+ * frees them), finds the route and checks the API key. True: run it with
+ * router_run; false: the response (401, 403, 404, 405) is set. */
+bool router_route(srv_req *r, const char *url, const char *api_key_header,
+                  const char *authorization_header);
+bool router_streams_body(const srv_req *r);
+void router_run(srv_req *r);
 
 /* auth.c: SRV_AUTH_* from the request's api-key / Authorization header. */
 enum { SRV_AUTH_NONE, SRV_AUTH_READ, SRV_AUTH_FULL };
@@ -135,15 +155,37 @@ void srv_text(srv_req *r, unsigned status, const char *content_type, const char 
 /* A body the caller built (taken over; freed with free_fn). */
 void srv_raw(srv_req *r, unsigned status, const char *content_type, char *body,
              size_t len, void (*free_fn)(void *));
+/* A file (taken over: closed after sending, or when replaced). */
+void srv_file(srv_req *r, int fd, uint64_t size, const char *content_type,
+              const char *filename);
+/* The 202 answer of an operation run with wait=false:
+ * {"status": "accepted", "time"} (no result). */
+void srv_accepted(srv_req *r);
 
 /* A query-string argument or NULL. */
 const char *srv_query(srv_req *r, const char *key);
 /* The request body as a JSON object; an empty body is {} when allow_empty.
  * NULL after setting an error response. Caller decrefs. */
 json_t *srv_body(srv_req *r, bool allow_empty);
+/* srv_body, with the number arrays at `vec_paths` (see jsonio_parse_vecs)
+ * read into r->vecs; srv_vector_parse understands the placeholders. */
+json_t *srv_body_vecs(srv_req *r, bool allow_empty, const char *const *vec_paths);
+/* Vector positions of the request bodies (NULL-terminated lists). */
+extern const char *const srv_paths_upsert[];
+extern const char *const srv_paths_search[];
 /* The UpdateResult reply of a write that is already durable. */
 void srv_update_ok(srv_req *r);
 bool srv_check_wait(srv_req *r);
+
+/* One vector space of a collection, in the engine's order: the unnamed
+ * vector (name "") first when the collection has one, then the named ones.
+ * A point's vectors are laid out in one row of floats, space after space. */
+typedef struct srv_space {
+  const char *name;   /* "" or a name inside srv_coll.info.config */
+  uint32_t dim;
+  qv_distance distance;
+  size_t offset;      /* of the space's floats in a row */
+} srv_space;
 
 /* A collection with its configuration, looked up from the first route
  * argument; on failure a 404 is set and false returned. */
@@ -151,9 +193,17 @@ typedef struct srv_coll {
   qv_collection *c;
   qv_collection_info info;
   const char *name;
+  srv_space sp[QV_VECTORS_MAX + 1];
+  uint32_t n_sp;
+  size_t row_floats;  /* floats of a full row (every space) */
 } srv_coll;
 bool srv_coll_open(srv_req *r, srv_coll *out);
 void srv_coll_close(srv_coll *sc);
+
+/* "map", "sequence", "integer", ... for type errors in serde's words. */
+const char *srv_type_name(const json_t *v);
+/* An array of strings (not raw numbers). */
+bool srv_is_string_list(const json_t *v);
 
 /* Typed fields of a request object. A missing key or null leaves *out at
  * the default and is fine unless `required`; a wrong type sets a 400. */
@@ -176,10 +226,30 @@ bool srv_ids_parse(srv_req *r, const json_t *arr, const char *what,
 json_t *srv_id_json(const qv_point_id *id);
 void srv_id_text(const qv_point_id *id, char buf[40]);
 
-/* A dense vector of exactly `dim` finite floats into out[0..dim). Accepts a
- * plain array or {"": [...]}; other names are refused as Qdrant does. */
+/* ---- vectors (json_vectors.c) ---- */
+
+/* The index of space `name` ("" = unnamed) or -1. */
+int srv_space_find(const srv_coll *sc, const char *name);
+/* The same, or 400 "Wrong input: Not existing vector name error: name". */
+bool srv_space_get(srv_req *r, const srv_coll *sc, const char *name, int *out);
+/* A dense vector of exactly `dim` floats finite as float32 into
+ * out[0..dim): a JSON array of numbers or a placeholder of r->vecs. */
 bool srv_vector_parse(srv_req *r, const json_t *v, const char *what,
                       uint32_t dim, float *out);
+/* Whether `v` is a dense vector (an array not holding arrays, or a
+ * placeholder) rather than a point id or an object. */
+bool srv_is_vector(srv_req *r, const json_t *v);
+/* A point's vectors (Qdrant's VectorStruct): an array is the unnamed
+ * vector, {"name": [...], ...} any subset of the spaces. Each given space
+ * goes to row + sp[s].offset and sets bit s of *mask. */
+bool srv_point_vectors(srv_req *r, const srv_coll *sc, const json_t *v, const char *what,
+                       float *row, uint32_t *mask);
+/* Points `p` at the vectors of `row` selected by `mask`; nv holds n_sp
+ * entries of scratch for the named ones. */
+void srv_point_set_vectors(const srv_coll *sc, qv_point *p, const float *row, uint32_t mask,
+                           qv_named_vector *nv);
+/* Copies the vectors of a stored record into `row`, setting *mask. */
+void srv_record_to_row(const srv_coll *sc, const qv_record *rec, float *row, uint32_t *mask);
 
 /* The `filter` key of `obj` (absent or null: *out = NULL). */
 bool srv_filter_parse(srv_req *r, const json_t *obj, const char *key, qv_filter **out);
@@ -190,15 +260,24 @@ typedef struct srv_sel {
   const json_t *keys; /* borrowed from the request body */
 } srv_sel;
 bool srv_sel_parse(srv_req *r, const json_t *obj, bool dflt, srv_sel *out);
-bool srv_with_vector(srv_req *r, const json_t *obj, bool dflt, bool *out);
+/* with_vector (or with_vectors): true / false / ["name", ...]. */
+typedef struct srv_vsel {
+  bool any;           /* fetch vectors at all */
+  const json_t *names; /* the list (borrowed from the body), NULL = every vector */
+} srv_vsel;
+bool srv_with_vector(srv_req *r, const json_t *obj, bool dflt, srv_vsel *out);
 /* The payload to return for `text` under `sel` (NULL: leave the key out). */
 json_t *srv_payload_json(const srv_sel *sel, const char *text, size_t len);
+/* The `vector` of a point under `vs`: a plain array when what is
+ * selected is just the unnamed vector, else {"name": [...]} (Qdrant's
+ * rule); NULL to leave the key out. */
+json_t *srv_vectors_json(const srv_coll *sc, const qv_record *rec, const srv_vsel *vs);
 /* A Record {id, payload?, vector?}. */
-json_t *srv_record_json(const qv_record *rec, const srv_sel *sel, bool with_vector,
-                        uint32_t dim);
+json_t *srv_record_json(const srv_coll *sc, const qv_record *rec, const srv_sel *sel,
+                        const srv_vsel *vs);
 /* ScoredPoint[] for hits, fetching payloads/vectors when asked. */
 json_t *srv_hits_json(srv_req *r, srv_coll *sc, const qv_hit *hits, size_t n,
-                      const srv_sel *sel, bool with_vector);
+                      const srv_sel *sel, const srv_vsel *vs);
 
 /* ---- handlers (routes_*.c) ------------------------------------------------------ */
 
@@ -227,6 +306,7 @@ void h_payload_overwrite(srv_req *r);
 void h_payload_delete(srv_req *r);
 void h_payload_clear(srv_req *r);
 void h_vectors_update(srv_req *r);
+void h_vectors_delete(srv_req *r);
 void h_batch(srv_req *r);
 
 void h_scroll(srv_req *r);
@@ -244,15 +324,17 @@ bool op_upsert(srv_req *r, srv_coll *sc, const json_t *body);
 bool op_delete(srv_req *r, srv_coll *sc, const json_t *body);
 bool op_payload(srv_req *r, srv_coll *sc, const json_t *body, int kind);
 bool op_vectors(srv_req *r, srv_coll *sc, const json_t *body);
+bool op_delete_vectors(srv_req *r, srv_coll *sc, const json_t *body);
 enum { PAYLOAD_SET, PAYLOAD_OVERWRITE, PAYLOAD_DELETE, PAYLOAD_CLEAR };
 
 /* routes_search.c: the search machinery shared with the Query API. */
 typedef struct search_spec {
-  float *vec;           /* dim floats, qv_malloc'd */
+  int space;            /* the vector space searched (index in srv_coll.sp) */
+  float *vec;           /* sp[space].dim floats, qv_malloc'd */
   qv_filter *filter;
-  qv_search_params p;   /* k = limit, offset, ef, exact, threshold */
+  qv_search_params p;   /* k = limit, offset, ef, exact, threshold, vector_name */
   srv_sel sel;
-  bool with_vector;
+  srv_vsel vsel;
   qv_point_id *exclude; /* ids never returned (query by id, recommend) */
   size_t n_exclude;
 } search_spec;
@@ -260,14 +342,33 @@ void search_spec_free(search_spec *s);
 /* limit (alias top; default_limit 0 = required), offset, score_threshold,
  * params {hnsw_ef, exact}, filter, with_payload, with_vector of `obj`. */
 bool search_spec_parse(srv_req *r, const json_t *obj, uint32_t default_limit, search_spec *s);
+/* Chooses the space to search (`using`; NULL or "" = unnamed) and
+ * allocates s->vec for it. */
+bool search_spec_space(srv_req *r, srv_coll *sc, const char *name, search_spec *s);
 /* Runs the search; *hits is qv_malloc'd (may be NULL when n == 0). */
 bool search_run(srv_req *r, srv_coll *sc, const search_spec *s, qv_hit **hits, size_t *n);
 /* Recommend's average_vector query from positive/negative examples (ids or
- * vectors) into out[0..dim); the example ids are appended to s->exclude. */
+ * vectors) into s->vec (space chosen); the example ids are appended to
+ * s->exclude. */
 bool recommend_vector(srv_req *r, srv_coll *sc, const json_t *pos, const json_t *neg,
-                      float *out, search_spec *s);
-/* Fetches the stored vector of point `id` into out (404 when absent). */
-bool point_vector(srv_req *r, srv_coll *sc, const qv_point_id *id, float *out);
+                      search_spec *s);
+/* Fetches the stored vector of space `space` of point `id` into out (404
+ * when the point is absent, 400 when it has no such vector). */
+bool point_vector(srv_req *r, srv_coll *sc, const qv_point_id *id, int space, float *out);
+
+/* routes_snapshots.c */
+void h_snap_list(srv_req *r);
+void h_snap_create(srv_req *r);
+void h_snap_recover(srv_req *r);
+void h_snap_upload(srv_req *r);
+void h_snap_download(srv_req *r);
+void h_snap_delete(srv_req *r);
+/* Creates <data>/snapshots, sets s->snap_dir and removes the leftovers of
+ * interrupted uploads and creates. False after printing why. */
+bool snapshots_init(srv *s);
+/* A fresh temporary file for an upload in the snapshots directory:
+ * returns its fd and sets *path (qv_malloc'd), or -1. */
+int snapshots_upload_file(srv *s, char **path);
 
 /* routes_collections.c: payload_schema for GET /collections/{c}. */
 json_t *index_schema_json(srv_req *r, srv_coll *sc);

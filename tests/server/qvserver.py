@@ -1,4 +1,5 @@
-"""qvserver.py: starts and stops a real `quiver serve` for the system tests.
+"""qvserver.py: starts and stops a real `quiver serve` for the system tests,
+and `Base`, the unittest class they share (one server per class).
 
 Standard library only. The server binary is `$QV_CLI serve` when that
 command accepts `serve`, else `$QV_TEST_BIN/helper_serve` (the same
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 
 
 def server_command():
@@ -144,3 +146,66 @@ class Server:
             return status, json.loads(payload)
         except ValueError:
             return status, payload.decode("utf-8", "replace")
+
+
+def assert_sanitizer_clean(tc, srv):
+    log = srv.stderr()
+    tc.assertNotIn("AddressSanitizer", log, log[-4000:])
+    tc.assertNotIn("runtime error:", log, log[-4000:])
+    tc.assertNotIn("LeakSanitizer", log, log[-4000:])
+
+
+class Base(unittest.TestCase):
+    """One server shared by the tests of a class; each test uses its own
+    collections (named after the test)."""
+
+    server_args = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server(cls.server_args).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        try:
+            if rc != 0:
+                raise AssertionError("server exit status %r:\n%s" % (rc, cls.srv.stderr()[-4000:]))
+            log = cls.srv.stderr()
+            for bad in ("AddressSanitizer", "runtime error:", "LeakSanitizer"):
+                if bad in log:
+                    raise AssertionError(log[-4000:])
+        finally:
+            cls.srv.cleanup()
+
+    def call(self, method, path, body=None, **kw):
+        return self.srv.call(method, path, body, **kw)
+
+    def ok(self, method, path, body=None):
+        status, r = self.call(method, path, body)
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["status"], "ok", r)
+        self.assertIsInstance(r["time"], (int, float))
+        return r["result"]
+
+    def err(self, status, method, path, body=None, contains=None, raw=None):
+        code, _, payload = self.srv.request(method, path, body, raw=raw)
+        self.assertEqual(code, status, payload)
+        r = json.loads(payload)
+        self.assertNotIn("result", r)
+        self.assertIsInstance(r["time"], (int, float))
+        msg = r["status"]["error"]
+        if contains:
+            self.assertIn(contains, msg)
+        return msg
+
+    def coll(self, name=None, size=4, distance="Cosine", **extra):
+        name = name or self._testMethodName
+        self.call("DELETE", "/collections/" + name)
+        body = {"vectors": {"size": size, "distance": distance}}
+        body.update(extra)
+        self.assertIs(self.ok("PUT", "/collections/" + name, body), True)
+        return "/collections/" + name
+
+    def upsert(self, c, points, wait=True):
+        return self.ok("PUT", c + "/points" + ("?wait=true" if wait else ""), {"points": points})

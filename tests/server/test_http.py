@@ -2,7 +2,9 @@
 """test_http.py: system tests of `quiver serve` over real HTTP.
 
 Starts the real server (see qvserver.py) on a free loopback port with a
-fresh data directory and checks every endpoint: envelopes and required
+fresh data directory and checks every endpoint (named vectors and float
+round trips: test_http_vectors.py; snapshots: test_http_snapshots.py, both
+run from here too): envelopes and required
 fields, status codes and messages for bad input, auth, keep-alive, body
 limit, persistence across SIGTERM and kill -9, score conventions, scroll
 pagination, query/prefetch/fusion math and recommend.
@@ -22,72 +24,12 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qvserver import Server, free_port, server_command  # noqa: E402
+from qvserver import Base, Server, assert_sanitizer_clean, free_port, server_command  # noqa: E402
+# The suites of the other modules run under the same CTest entry.
+from test_http_vectors import *  # noqa: E402,F401,F403
+from test_http_snapshots import *  # noqa: E402,F401,F403
 
 import subprocess  # noqa: E402
-
-
-def assert_sanitizer_clean(tc, srv):
-    log = srv.stderr()
-    tc.assertNotIn("AddressSanitizer", log, log[-4000:])
-    tc.assertNotIn("runtime error:", log, log[-4000:])
-    tc.assertNotIn("LeakSanitizer", log, log[-4000:])
-
-
-class Base(unittest.TestCase):
-    """One server shared by the tests of a class; each test uses its own
-    collections (named after the test)."""
-
-    server_args = ()
-
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = Server(cls.server_args).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        try:
-            if rc != 0:
-                raise AssertionError("server exit status %r:\n%s" % (rc, cls.srv.stderr()[-4000:]))
-            log = cls.srv.stderr()
-            for bad in ("AddressSanitizer", "runtime error:", "LeakSanitizer"):
-                if bad in log:
-                    raise AssertionError(log[-4000:])
-        finally:
-            cls.srv.cleanup()
-
-    def call(self, method, path, body=None, **kw):
-        return self.srv.call(method, path, body, **kw)
-
-    def ok(self, method, path, body=None):
-        status, r = self.call(method, path, body)
-        self.assertEqual(status, 200, r)
-        self.assertEqual(r["status"], "ok", r)
-        self.assertIsInstance(r["time"], (int, float))
-        return r["result"]
-
-    def err(self, status, method, path, body=None, contains=None, raw=None):
-        code, _, payload = self.srv.request(method, path, body, raw=raw)
-        self.assertEqual(code, status, payload)
-        r = json.loads(payload)
-        self.assertNotIn("result", r)
-        self.assertIsInstance(r["time"], (int, float))
-        msg = r["status"]["error"]
-        if contains:
-            self.assertIn(contains, msg)
-        return msg
-
-    def coll(self, name=None, size=4, distance="Cosine", **extra):
-        name = name or self._testMethodName
-        self.call("DELETE", "/collections/" + name)
-        body = {"vectors": {"size": size, "distance": distance}}
-        body.update(extra)
-        self.assertIs(self.ok("PUT", "/collections/" + name, body), True)
-        return "/collections/" + name
-
-    def upsert(self, c, points, wait=True):
-        return self.ok("PUT", c + "/points" + ("?wait=true" if wait else ""), {"points": points})
 
 
 # ---- service ------------------------------------------------------------------------
@@ -129,6 +71,15 @@ class ServiceTest(Base):
         self.assertIn('quiver_http_requests_total{method="GET",endpoint="/collections/{name}",status="404"}', text)
         self.assertIn('quiver_http_request_duration_seconds_bucket{endpoint="/collections/{name}/points",le="+Inf"}', text)
         self.assertIn('quiver_collection_points{collection="metrics_coll"} 5', text)
+        gauges = {}
+        for line in text.splitlines():
+            if line.startswith("quiver_collection_") and 'collection="metrics_coll"' in line:
+                gauges[line.split("{")[0]] = float(line.split()[-1])
+        for g in ("vector_bytes", "graph_bytes", "payload_bytes", "wal_bytes", "pending_builds",
+                  "segments", "indexed_vectors"):
+            self.assertIn("quiver_collection_" + g, gauges, g)
+        self.assertGreaterEqual(gauges["quiver_collection_vector_bytes"], 5 * 4 * 4)
+        self.assertGreater(gauges["quiver_collection_wal_bytes"], 0)
         self.assertIn("quiver_simd_info{isa=", text)
         self.assertIn("quiver_process_resident_memory_bytes", text)
         self.assertNotIn('endpoint="/collections/no_such_coll_xyz', text)
@@ -186,8 +137,9 @@ class CollectionTest(Base):
         self.err(400, "PUT", p, {"vectors": {"size": 4, "distance": "cosinus"}}, "unknown variant")
         self.err(400, "PUT", p, {"vectors": {"size": "4", "distance": "Cosine"}}, "Format error")
         self.err(400, "PUT", p, {}, "missing field `vectors`")
-        self.err(400, "PUT", p, {"vectors": {"text": {"size": 4, "distance": "Cosine"}}},
-                 "named vectors are not supported yet")
+        self.err(400, "PUT", p, {"vectors": {"text": {"size": 4, "distance": "Cosine",
+                                                      "multivector_config": {"comparator": "max_sim"}}}},
+                 "multivectors are not supported")
         self.err(400, "PUT", p, {"vectors": {"size": 4, "distance": "Cosine"},
                                  "quantization_config": {"scalar": {"type": "int8"}}}, "not supported")
         self.err(400, "PUT", p, raw=b"{not json", contains="Format error in JSON body")
@@ -680,7 +632,9 @@ class BodyLimitTest(Base):
         paths = [("PUT", "/points"), ("POST", "/points"), ("POST", "/points/search"), ("POST", "/points/query"),
                  ("POST", "/points/scroll"), ("POST", "/points/count"), ("POST", "/points/delete"),
                  ("POST", "/points/recommend"), ("POST", "/points/search/batch"), ("POST", "/points/batch"),
-                 ("POST", "/points/payload"), ("PUT", "/points/vectors"), ("PUT", "/index"), ("PATCH", "")]
+                 ("POST", "/points/payload"), ("PUT", "/points/vectors"), ("PUT", "/index"), ("PATCH", ""),
+                 ("POST", "/points/vectors/delete"), ("PUT", "/snapshots/recover"),
+                 ("POST", "/snapshots/upload"), ("POST", "/snapshots")]
         for m, p in paths:
             for b in bodies:
                 status, _, out = self.srv.request(m, c + p, raw=b)

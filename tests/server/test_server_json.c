@@ -1,7 +1,8 @@
 /* test_server_json.c: the server's JSON boundary (src/server/json_io.c) —
  * u64 ids above INT64_MAX survive parse and write, f32 values are written
  * in their shortest form, floats stay floats, strings are escaped — and the
- * settings precedence of src/server/config.c. */
+ * settings of src/server/config.c (precedence, bounds, the separate
+ * snapshot upload limit). The fast vector pass: test_server_json_scan.c. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +143,26 @@ Test(server_config, bad_values_are_usage_errors) {
   cr_expect_eq(srvcfg_load(1, a4, &cfg, err), 2);
   srvcfg_free(&cfg);
   unsetenv("QUIVER__LOG_LEVEL");
+  fclose(err);
+}
+
+Test(server_config, snapshot_upload_limit_is_its_own_setting) {
+  FILE *err = tmpfile();
+  srv_config cfg;
+  char *a0[] = {"serve", "--max-body-bytes", "2048", NULL};
+  cr_assert_eq(srvcfg_load(3, a0, &cfg, err), -1);
+  cr_expect_eq(cfg.max_body_bytes, 2048);
+  cr_expect_eq(cfg.max_snapshot_upload_bytes, 16ull << 30, "16 GiB by default");
+  srvcfg_free(&cfg);
+  setenv("QUIVER__SERVICE__MAX_SNAPSHOT_UPLOAD_BYTES", "5000", 1);
+  char *a1[] = {"serve", NULL};
+  cr_assert_eq(srvcfg_load(1, a1, &cfg, err), -1);
+  cr_expect_eq(cfg.max_snapshot_upload_bytes, 5000);
+  srvcfg_free(&cfg);
+  char *a2[] = {"serve", "--max-snapshot-upload-bytes", "100", NULL};
+  cr_expect_eq(srvcfg_load(3, a2, &cfg, err), 2, "below the 1024 floor");
+  srvcfg_free(&cfg);
+  unsetenv("QUIVER__SERVICE__MAX_SNAPSHOT_UPLOAD_BYTES");
   fclose(err);
 }
 

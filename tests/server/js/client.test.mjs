@@ -1,6 +1,7 @@
-// client.test.mjs: the core Qdrant flow through the official
-// @qdrant/js-client-rest (pinned in package.json) against a real
-// `quiver serve`, with Node's built-in test runner (`node --test`).
+// client.test.mjs: the core Qdrant flow, named vectors and snapshots
+// through the official @qdrant/js-client-rest (pinned in package.json)
+// against a real `quiver serve`, with Node's built-in test runner
+// (`node --test`).
 //
 // The server is `$QV_CLI serve` when that accepts `serve`, else
 // `$QV_TEST_BIN/helper_serve`; it gets a free loopback port and a fresh
@@ -142,4 +143,54 @@ test('the official client runs the core flow', async () => {
 
   assert.equal(await client.deleteCollection('docs'), true);
   assert.deepEqual(await client.collectionExists('docs'), { exists: false });
+});
+
+test('named vectors through the official client', async () => {
+  await client.createCollection('multi', {
+    vectors: { img: { size: 4, distance: 'Dot' }, txt: { size: 3, distance: 'Cosine' } },
+  });
+  const info = await client.getCollection('multi');
+  assert.deepEqual(info.config.params.vectors, {
+    img: { size: 4, distance: 'Dot' },
+    txt: { size: 3, distance: 'Cosine' },
+  });
+  await client.upsert('multi', {
+    wait: true,
+    points: [
+      { id: 1, vector: { img: [1, 0, 0, 0], txt: [0, 1, 0] }, payload: { k: 'a' } },
+      { id: 2, vector: { img: [0, 1, 0, 0] }, payload: { k: 'b' } },
+      { id: 3, vector: { img: [0.9, 0.1, 0, 0], txt: [1, 0, 0] }, payload: { k: 'c' } },
+    ],
+  });
+  const hits = await client.search('multi', { vector: { name: 'img', vector: [1, 0, 0, 0] }, limit: 3 });
+  assert.deepEqual(hits.map((h) => h.id), [1, 3, 2]);
+  const q = await client.query('multi', { query: [1, 0, 0], using: 'txt', limit: 5, with_vector: ['txt'] });
+  assert.deepEqual(q.points.map((p) => p.id), [3, 1]);
+  assert.deepEqual(Object.keys(q.points[0].vector), ['txt']);
+  await client.updateVectors('multi', { points: [{ id: 2, vector: { txt: [0, 0, 1] } }] });
+  const [two] = await client.retrieve('multi', { ids: [2], with_vector: true });
+  assert.deepEqual(two.vector, { img: [0, 1, 0, 0], txt: [0, 0, 1] });
+  assert.equal(two.payload.k, 'b');
+  await client.deleteVectors('multi', { points: [2], vector: ['txt'] });
+  const [again] = await client.retrieve('multi', { ids: [2], with_vector: true });
+  assert.deepEqual(Object.keys(again.vector), ['img']);
+  await assert.rejects(
+    client.search('multi', { vector: { name: 'nope', vector: [1, 0] }, limit: 1 }),
+    (e) => e.status === 400 && /Not existing vector name error: nope/.test(JSON.stringify(e.data)),
+  );
+});
+
+test('snapshots through the official client', async () => {
+  await client.createCollection('snap', { vectors: { size: 2, distance: 'Dot' } });
+  await client.upsert('snap', { wait: true, points: [1, 2, 3].map((i) => ({ id: i, vector: [i, 1] })) });
+  const desc = await client.createSnapshot('snap');
+  assert.match(desc.name, /^snap-.*\.snapshot$/);
+  assert.match(desc.checksum, /^[0-9a-f]{64}$/);
+  assert.deepEqual((await client.listSnapshots('snap')).map((s) => s.name), [desc.name]);
+  await client.delete('snap', { wait: true, points: [1, 2] });
+  const location = `file://${join(dataDir, 'snapshots', 'snap', desc.name)}`;
+  assert.equal(await client.recoverSnapshot('snap', { location, checksum: desc.checksum }), true);
+  assert.equal((await client.count('snap')).count, 3);
+  assert.equal(await client.deleteSnapshot('snap', desc.name), true);
+  assert.deepEqual(await client.listSnapshots('snap'), []);
 });
