@@ -2,12 +2,15 @@
  * delete, patch — and the payload-index declarations (PUT/DELETE
  * /collections/{c}/index) kept in a sidecar file.
  *
- * The engine has no payload indexes yet: filters scan. Declared indexes are
- * remembered in <data>/collections/<c>/payload_index.json (written
- * atomically, guarded by srv.index_mu) so that payload_schema reports them
- * as Qdrant would; the file lives in the collection's directory, so
- * dropping the collection drops it. Invariant: CollectionInfo always
- * carries every field the official clients require. */
+ * Declared indexes are remembered, with the parameters they were declared
+ * with, in <data>/collections/<c>/payload_index.json (written atomically,
+ * guarded by srv.index_mu) so that payload_schema reports them as Qdrant
+ * would; the file lives in the collection's directory, so dropping the
+ * collection drops it. For the types the engine indexes (keyword, integer,
+ * float, bool, datetime, uuid) the engine builds the index too
+ * (qv_payload_index_create); geo and text are accepted and filters on them
+ * scan. Invariant: CollectionInfo always carries every field the official
+ * clients require. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +156,17 @@ void h_index_create(srv_req *r) {
                       "text, datetime, uuid, or an object with such a \"type\"");
     goto out;
   }
+  qv_index_type itype;
+  const char *tname = json_string_value(json_object_get(entry, "data_type"));
+  if (qv_index_type_parse(tname, &itype, NULL) == QV_OK) {
+    qv_err err = {0};
+    qv_rc rc = qv_payload_index_create(sc.c, field, itype, &err);
+    if (rc != QV_OK) {
+      json_decref(entry);
+      srv_rc_fail(r, rc, &err);
+      goto out;
+    }
+  }
   pthread_mutex_lock(&r->s->index_mu);
   json_t *decl = index_load(r, sc.name);
   json_object_set_new(decl, field, entry);
@@ -170,6 +184,13 @@ void h_index_delete(srv_req *r) {
   if (!srv_check_wait(r)) return;
   /* args[0] is the collection, args[1] the field; srv_coll_open reads [0]. */
   if (!srv_coll_open(r, &sc)) return;
+  qv_err err = {0};
+  qv_rc rc = qv_payload_index_drop(sc.c, r->args[1], &err);
+  if (rc != QV_OK && rc != QV_ENOTFOUND) { /* not indexed by the engine: fine */
+    srv_coll_close(&sc);
+    srv_rc_fail(r, rc, &err);
+    return;
+  }
   pthread_mutex_lock(&r->s->index_mu);
   json_t *decl = index_load(r, sc.name);
   bool ok = true;
