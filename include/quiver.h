@@ -308,6 +308,11 @@ QV_API qv_rc qv_filter_parse(const char *json, size_t len, qv_filter **out,
                              qv_err *err);
 QV_API void qv_filter_free(qv_filter *f); /* accepts NULL */
 
+/* Parses an RFC 3339 date-time as filters do ("2023-02-08T10:49:00Z",
+ * fractional seconds, offsets, a space for T, a plain date) into
+ * microseconds since the epoch. Returns false when `s` is not one. */
+QV_API bool qv_datetime_parse(const char *s, int64_t *us);
+
 /* Points matching `filter` (NULL = all). */
 QV_API qv_rc qv_count_filtered(qv_collection *c, const qv_filter *filter,
                                uint64_t *out, qv_err *err);
@@ -317,6 +322,21 @@ QV_API qv_rc qv_scroll_filtered(qv_collection *c, const qv_filter *filter,
                                 bool with_vector, bool with_payload,
                                 qv_records *out, qv_point_id *next,
                                 bool *has_next, qv_err *err);
+/* Up to `limit` points matching `filter`, ordered by the number (or RFC 3339
+ * date-time, as microseconds since the epoch) at payload key `key`:
+ * ascending, or descending with `descending`; with `start_from`, only values
+ * >= it (ascending) or <= it (descending). A point with several values is
+ * ordered by its smallest (ascending) or largest (descending); points
+ * without one are left out. Ties are broken by id. order_values (may be
+ * NULL) receives a malloc'd array of each record's value (free() it).
+ * Errors: QV_EINVAL (bad key). */
+QV_API qv_rc qv_scroll_ordered(qv_collection *c, const qv_filter *filter,
+                               const char *key, bool descending,
+                               const double *start_from, size_t limit,
+                               bool with_vector, bool with_payload,
+                               qv_records *out, double **order_values,
+                               qv_err *err);
+
 /* Deletes the points matching `filter`; *n_deleted (may be NULL) says how
  * many. */
 QV_API qv_rc qv_delete_filtered(qv_collection *c, const qv_filter *filter,

@@ -7,6 +7,7 @@
  * created if missing; overwrite replaces; delete removes dotted paths; clear
  * leaves {}. */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 #include "engine/engine.h"
 #include "engine/id.h"
 #include "engine/shard_read.h"
+#include "filter/filter.h"
 
 typedef struct op_ctx {
   json_t *patch;           /* set / overwrite */
@@ -223,4 +225,103 @@ qv_rc qv_delete_filtered(qv_collection *c, const qv_filter *filter,
   }
   if (n_deleted) *n_deleted = total;
   return QV_OK;
+}
+
+/* ---- ordered scroll ------------------------------------------------------------ */
+
+typedef struct ordered {
+  double v;
+  qv_point_id id;
+} ordered;
+
+typedef struct pick_ctx {
+  bool desc, have;
+  double best;
+} pick_ctx;
+
+static void pick_value(void *vctx, const json_t *v) {
+  pick_ctx *p = vctx;
+  double x;
+  int64_t us;
+  if (json_is_number(v))
+    x = json_number_value(v);
+  else if (json_is_string(v) && filter_parse_datetime(json_string_value(v), &us))
+    x = (double)us;
+  else
+    return;
+  if (!p->have || (p->desc ? x > p->best : x < p->best)) p->best = x;
+  p->have = true;
+}
+
+static bool g_desc; /* qsort has no context argument; set under g_sort_mu */
+static pthread_mutex_t g_sort_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int ordered_cmp(const void *a, const void *b) {
+  const ordered *x = a, *y = b;
+  if (x->v != y->v) return (x->v < y->v) == !g_desc ? -1 : 1;
+  return qv_id_cmp(&x->id, &y->id);
+}
+
+qv_rc qv_scroll_ordered(qv_collection *c, const qv_filter *filter, const char *key,
+                        bool descending, const double *start_from, size_t limit,
+                        bool with_vector, bool with_payload, qv_records *out,
+                        double **order_values, qv_err *err) {
+  memset(out, 0, sizeof *out);
+  if (order_values) *order_values = NULL;
+  if (limit == 0) return qv_err_set(err, QV_EINVAL, "scroll: limit must be >= 1");
+  fpath path;
+  qv_rc rc = filter_path_parse(key ? key : "", &path, err);
+  if (rc != QV_OK) return rc;
+  ordered *all = NULL;
+  size_t n = 0, cap = 0;
+  for (uint32_t s = 0; rc == QV_OK && s < c->n_shards; s++) {
+    shard *sh = c->shards[s];
+    pthread_rwlock_rdlock(&sh->lock);
+    for (size_t i = 0; rc == QV_OK && i < sh->map.cap; i++) {
+      idmap_entry *e = &sh->map.slots[i];
+      if (e->seg == NULL) continue;
+      const json_t *payload = segment_payload_json(e->seg, e->row);
+      if (filter && !filter_match(filter, &e->id, payload)) continue;
+      pick_ctx pc = {descending, false, 0};
+      filter_path_values(payload, &path, pick_value, &pc);
+      if (!pc.have) continue;
+      if (start_from && (descending ? pc.best > *start_from : pc.best < *start_from)) continue;
+      if (n == cap) {
+        cap = cap ? cap * 2 : 1024;
+        ordered *g = qv_realloc(all, cap * sizeof *all);
+        if (g == NULL) {
+          rc = qv_err_set(err, QV_ENOMEM, "scroll: no memory");
+          break;
+        }
+        all = g;
+      }
+      all[n++] = (ordered){pc.best, e->id};
+    }
+    pthread_rwlock_unlock(&sh->lock);
+  }
+  filter_path_free(&path);
+  if (rc == QV_OK && n > 1) {
+    pthread_mutex_lock(&g_sort_mu);
+    g_desc = descending;
+    qsort(all, n, sizeof *all, ordered_cmp);
+    pthread_mutex_unlock(&g_sort_mu);
+  }
+  size_t m = n < limit ? n : limit;
+  qv_point_id *ids = rc == QV_OK ? qv_malloc((m + 1) * sizeof *ids) : NULL;
+  double *vals = rc == QV_OK ? malloc((m + 1) * sizeof *vals) : NULL;
+  if (rc == QV_OK && (ids == NULL || vals == NULL))
+    rc = qv_err_set(err, QV_ENOMEM, "scroll: no memory");
+  for (size_t i = 0; rc == QV_OK && i < m; i++) ids[i] = all[i].id;
+  if (rc == QV_OK) rc = qv_get(c, ids, m, with_vector, with_payload, out, err);
+  /* a point deleted since it was ordered is missing from `out`: align */
+  size_t k = 0;
+  for (size_t i = 0; rc == QV_OK && i < m && k < out->n; i++)
+    if (id_eq(&all[i].id, &out->items[k].id)) vals[k++] = all[i].v;
+  qv_free(all);
+  qv_free(ids);
+  if (rc == QV_OK && order_values)
+    *order_values = vals;
+  else
+    free(vals);
+  return rc;
 }

@@ -480,3 +480,7 @@ bool filter_parse_datetime(const char *s, int64_t *out_us) {
   *out_us = t * 1000000 + frac_us;
   return true;
 }
+
+bool qv_datetime_parse(const char *s, int64_t *us) {
+  return s != NULL && filter_parse_datetime(s, us);
+}

@@ -299,6 +299,75 @@ void h_recommend_batch(srv_req *r) { batch(r, recommend_one); }
 
 /* ---- scroll and count ---------------------------------------------------------------- */
 
+/* Scroll with order_by: "key" or {key, direction: asc|desc, start_from}. Points
+ * carry order_value; there is no next_page_offset (page with start_from). */
+static void scroll_ordered(srv_req *r, srv_coll *sc, const json_t *ob, bool has_offset,
+                           const qv_filter *flt, uint32_t limit, const srv_sel *sel,
+                           const srv_vsel *vs) {
+  const char *key = NULL, *dir = "asc";
+  const json_t *from = NULL;
+  if (json_is_string(ob)) {
+    key = json_string_value(ob);
+  } else if (json_is_object(ob)) {
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)ob, k, v) {
+      if (!strcmp(k, "key") && json_is_string(v)) key = json_string_value(v);
+      else if (!strcmp(k, "direction") && json_is_string(v)) dir = json_string_value(v);
+      else if (!strcmp(k, "start_from")) from = v;
+      else {
+        srv_format_err(r, "order_by: unknown or mistyped field \"%s\"", k);
+        return;
+      }
+    }
+  }
+  if (key == NULL || key[0] == 0) {
+    srv_format_err(r, "order_by: expected a key, or {\"key\": ..., \"direction\": \"asc\"|\"desc\", \"start_from\": ...}");
+    return;
+  }
+  if (strcmp(dir, "asc") != 0 && strcmp(dir, "desc") != 0) {
+    srv_format_err(r, "order_by.direction: expected \"asc\" or \"desc\"");
+    return;
+  }
+  if (has_offset) {
+    srv_wrong_input(r, "offset cannot be used with order_by; page with order_by.start_from");
+    return;
+  }
+  double start = 0;
+  bool has_from = from != NULL && !json_is_null(from);
+  if (has_from) {
+    int64_t us;
+    if (json_is_number(from)) {
+      start = json_number_value(from);
+    } else if (json_is_string(from) && qv_datetime_parse(json_string_value(from), &us)) {
+      start = (double)us;
+    } else {
+      srv_format_err(r, "order_by.start_from: expected a number or an RFC 3339 date-time");
+      return;
+    }
+  }
+  qv_records recs = {0};
+  double *vals = NULL;
+  qv_err err = {0};
+  qv_rc rc = qv_scroll_ordered(sc->c, flt, key, dir[0] == 'd', has_from ? &start : NULL, limit,
+                               vs->any, sel->mode != SEL_NONE, &recs, &vals, &err);
+  if (rc != QV_OK) {
+    srv_rc_fail(r, rc, &err);
+    return;
+  }
+  json_t *pts = json_array();
+  for (size_t i = 0; i < recs.n; i++) {
+    json_t *p = srv_record_json(sc, &recs.items[i], sel, vs);
+    double v = vals[i];
+    json_object_set_new(p, "order_value",
+                        v == (double)(json_int_t)v ? json_integer((json_int_t)v) : json_real(v));
+    json_array_append_new(pts, p);
+  }
+  free(vals);
+  qv_records_free(&recs);
+  srv_ok(r, json_pack("{s:o, s:n}", "points", pts, "next_page_offset"));
+}
+
 void h_scroll(srv_req *r) {
   json_t *body = srv_body(r, true);
   srv_coll sc = {0};
@@ -316,14 +385,14 @@ void h_scroll(srv_req *r) {
     has_start = true;
   }
   const json_t *ob = json_object_get(body, "order_by");
-  if (ob && !json_is_null(ob)) {
-    srv_wrong_input(r, "order_by is not supported yet (it needs a payload index)");
-    goto out;
-  }
   if (!parse_limit(r, body, 10, &limit) || !srv_sel_parse(r, body, true, &sel) ||
       !srv_with_vector(r, body, false, &vs) ||
       !srv_filter_parse(r, body, "filter", &flt))
     goto out;
+  if (ob && !json_is_null(ob)) {
+    scroll_ordered(r, &sc, ob, has_start, flt, limit, &sel, &vs);
+    goto out;
+  }
   bool has_next = false;
   qv_err err = {0};
   qv_rc rc = qv_scroll_filtered(sc.c, flt, has_start ? &start : NULL, limit, vs.any,

@@ -28,6 +28,7 @@ from qvserver import Base, Server, assert_sanitizer_clean, free_port, server_com
 # The suites of the other modules run under the same CTest entry.
 from test_http_vectors import *  # noqa: E402,F401,F403
 from test_http_snapshots import *  # noqa: E402,F401,F403
+from test_http_order import *  # noqa: E402,F401,F403
 
 import subprocess  # noqa: E402
 
