@@ -73,6 +73,17 @@ static const setting settings[] = {
     {"allow-insecure-remote", "service.allow_insecure_remote", NULL,
      "QUIVER__SERVICE__ALLOW_INSECURE_REMOTE", NULL, T_BOOL, "false", 0, 0, 1,
      OFF(allow_insecure_remote), "allow a non-loopback --host without an API key"},
+    /* ---- cluster mode (issue 5; src/server/routes_cluster.c, docs/cluster.md) ---- */
+    {"cluster", "cluster.enabled", NULL, "QUIVER__CLUSTER__ENABLED", NULL, T_BOOL, "false", 0,
+     0, 1, OFF(cluster), "join the cluster coordinated by --etcd (default: a single node)"},
+    {"etcd", "cluster.etcd", NULL, "QUIVER__CLUSTER__ETCD", NULL, T_STR, "", 0, 0, 1, OFF(etcd),
+     "etcd endpoints of the cluster, comma-separated (http://127.0.0.1:2379,...)"},
+    {"node-addr", "cluster.node_addr", NULL, "QUIVER__CLUSTER__NODE_ADDR", NULL, T_STR, "", 0, 0,
+     1, OFF(node_addr), "host:port other nodes reach this one at (default: --host:--port)"},
+    {"cluster-lease-ttl", "cluster.lease_ttl_s", NULL, "QUIVER__CLUSTER__LEASE_TTL_S", NULL,
+     T_U64, "5", 2, 3600, 1, OFF(cluster_ttl_s),
+     "seconds without renewing its etcd lease after which a node counts as dead"},
+    /* "config" must stay the last row (srvcfg_load looks it up there). */
     {"config", NULL, NULL, "QUIVER__CONFIG", NULL, T_STR, "", 0, 0, 1, OFF(config_file),
      "settings file (JSON, or the YAML subset of src/server/README.md)"},
 };

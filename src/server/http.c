@@ -422,6 +422,14 @@ static int serve(srv *s) {
           v6 ? "[" : "", s->cfg.host, v6 ? "]" : "", port, s->cfg.data_dir);
   qv_log(QV_LOG_INFO, "server", "%u worker threads, body limit %llu bytes, auth %s", threads,
          (unsigned long long)s->cfg.max_body_bytes, s->cfg.api_key[0] ? "on" : "off");
+  /* Join the cluster only now: peers may call us as soon as we are in it. */
+  if (s->cfg.cluster) {
+    int st = cluster_boot(&s->cfg, stderr);
+    if (st >= 0) {
+      status = st;
+      goto out;
+    }
+  }
 
   sigset_t stop;
   sigemptyset(&stop);
@@ -439,6 +447,7 @@ static int serve(srv *s) {
 out:
   if (d) MHD_stop_daemon(d);
   if (listen_fd >= 0) close(listen_fd);
+  cluster_shutdown();
   qv_close(s->db);
   s->db = NULL;
   if (status == 0) qv_log(QV_LOG_INFO, "server", "stopped");

@@ -27,6 +27,10 @@ const srv_route router_routes[] = {
     {"GET", "/readyz", h_healthz, false, true, false},
     {"GET", "/metrics", h_metrics, false, false, false},
     {"GET", "/cluster", h_cluster, false, false, false},
+    /* cluster mode (routes_cluster.c): Quiver's state document and the
+     * node-to-node shard operations (writes: the read-only key may not) */
+    {"GET", "/cluster/state", h_cluster_state, false, false, false},
+    {"POST", "/internal/shards/{name}/{shard}/{op}", h_shard_internal, true, false, false},
     {"GET", "/aliases", h_aliases, false, false, false},
     /* collections */
     {"GET", "/collections", h_coll_list, false, false, false},
@@ -36,6 +40,7 @@ const srv_route router_routes[] = {
     {"PATCH", C, h_coll_patch, true, false, false},
     {"GET", C "/exists", h_coll_exists, false, false, false},
     {"GET", C "/aliases", h_coll_aliases, false, false, false},
+    {"GET", C "/cluster", h_coll_cluster, false, false, false},
     {"PUT", C "/index", h_index_create, true, false, false},
     {"DELETE", C "/index/{field_name}", h_index_delete, true, false, false},
     /* points: writes */
@@ -162,6 +167,8 @@ bool router_streams_body(const srv_req *r) {
 }
 
 void router_run(srv_req *r) {
-  router_routes[r->route].fn(r);
+  /* Cluster hook: distributed collections are answered by routes_cluster.c
+   * (a no-op returning false without --cluster). */
+  if (!cluster_route(r)) router_routes[r->route].fn(r);
   if (r->resp.status == 0) srv_fail(r, 500, "Service internal error: no response");
 }

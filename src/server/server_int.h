@@ -36,6 +36,11 @@ typedef struct srv_config {
   uint64_t log_level;      /* a qv_log_level */
   bool allow_insecure_remote;
   char *config_file;       /* "" = none */
+  /* cluster mode (routes_cluster.c) */
+  bool cluster;
+  char *etcd;              /* endpoints, "" = none */
+  char *node_addr;         /* "" = host:port */
+  uint64_t cluster_ttl_s;
 } srv_config;
 
 /* Fills `cfg` from defaults < config file < environment < flags (argv[0] is
@@ -369,6 +374,19 @@ bool snapshots_init(srv *s);
 /* A fresh temporary file for an upload in the snapshots directory:
  * returns its fd and sets *path (qv_malloc'd), or -1. */
 int snapshots_upload_file(srv *s, char **path);
+
+/* routes_cluster.c: cluster mode (issue 5, docs/cluster.md). serve() calls
+ * cluster_boot once the database is open and the port is bound (-1 = go
+ * on, else an exit status) and cluster_shutdown (safe without a cluster)
+ * after the last request, before closing the database; cluster_route is
+ * router_run's hook: in cluster mode it answers the requests on distributed
+ * collections itself (true) and leaves the rest to the normal handlers. */
+int cluster_boot(const srv_config *cfg, FILE *errf);
+void cluster_shutdown(void);
+bool cluster_route(srv_req *r);
+void h_cluster_state(srv_req *r);
+void h_coll_cluster(srv_req *r);
+void h_shard_internal(srv_req *r);
 
 /* routes_collections.c: payload_schema for GET /collections/{c}. */
 json_t *index_schema_json(srv_req *r, srv_coll *sc);

@@ -1,0 +1,120 @@
+/* node.h: one Quiver process in cluster mode — its membership (through
+ * membership.h), its in-memory copy of every collection's stored config and
+ * shard map (kept current by one etcd watch), and the controller loop that
+ * places new collections and re-elects primaries when nodes die.
+ *
+ * etcd keys used here (besides membership's):
+ *   <prefix>/collections/<c>/config    {"shard_number","replication_factor",
+ *                                       "params": <collection params>},
+ *                                       written once, create-if-absent, by the
+ *                                       node that took the PUT
+ *   <prefix>/collections/<c>/shardmap  {"epoch","shard_number",
+ *                                       "replication_factor","shards":[{"id",
+ *                                       "term","primary","replicas":[{"node",
+ *                                       "state":"insync"|"dead"}]}]}, written
+ *                                       by the controller only (fenced CAS,
+ *                                       shardmap.h)
+ *
+ * This file knows nothing about HTTP or the engine: the server
+ * (src/server/routes_cluster.c) routes requests by the view kept here.
+ *
+ * Invariants kept by the controller: the map's epoch goes up by exactly one
+ * per change; a shard's primary is always one of its "insync" replicas; a
+ * shard never loses its last "insync" replica (a dead node's copy stays
+ * "insync" when it is the only one left, so the shard waits for it instead
+ * of losing acknowledged writes); a promotion bumps the shard's term.
+ *
+ * Threads: the watch and membership callbacks and the controller thread run
+ * inside; every function here may be called from any thread. */
+#ifndef QV_CLUSTER_NODE_H
+#define QV_CLUSTER_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster/membership.h"
+#include "quiver.h"
+
+#define CL_RF_MAX 8u
+#define CL_SHARDS_MAX 1024u
+#define CL_NAME_MAX 255u
+#define CL_ID_MAX MSHIP_NODE_ID_MAX
+
+typedef enum cl_rstate { CL_INSYNC = 0, CL_DEAD } cl_rstate;
+
+typedef struct cl_replica {
+  char node[CL_ID_MAX + 1];
+  cl_rstate state;
+} cl_replica;
+
+typedef struct cl_shard {
+  uint32_t id;
+  uint64_t term;
+  char primary[CL_ID_MAX + 1];
+  cl_replica reps[CL_RF_MAX];
+  uint32_t n_reps;
+} cl_shard;
+
+/* A private copy of one collection as this node last saw it in etcd. */
+typedef struct cl_coll {
+  char name[CL_NAME_MAX + 1];
+  char *params; /* the collection params (JSON text), qv_malloc'd */
+  uint32_t shard_number, rf;
+  bool has_map;
+  int64_t epoch, map_rev; /* when has_map */
+  cl_shard *shards;       /* shard_number entries when has_map */
+} cl_coll;
+
+void cl_coll_free(cl_coll *c); /* accepts NULL; leaves *c empty */
+
+typedef struct cl_node_opts {
+  const char *endpoints; /* etcd, comma-separated */
+  const char *prefix;    /* default "/quiver/v1" */
+  const char *node_addr; /* host:port other nodes use */
+  const char *data_dir;  /* the node id is kept in <data_dir>/cluster_node_id */
+  uint32_t ttl_s;        /* lease TTL, default 5 */
+} cl_node_opts;
+
+typedef struct cl_node cl_node;
+
+/* Reads (or creates) the node id, registers in etcd, starts the watch and
+ * the controller thread. Errors: QV_EINVAL, QV_EIO (etcd unreachable, the
+ * data directory unusable), QV_EEXIST (this node id is registered by a live
+ * process), QV_ENOMEM. */
+qv_rc cl_node_start(const cl_node_opts *o, cl_node **out, qv_err *err);
+/* Stops the threads and leaves the cluster (lease revoked). Accepts NULL. */
+void cl_node_stop(cl_node *n);
+
+const char *cl_node_id(const cl_node *n);
+/* The node id as Qdrant's numeric peer id (ids are decimal u64 text). */
+uint64_t cl_peer_id(const char *node_id);
+mship *cl_node_mship(cl_node *n);
+bool cl_node_fenced(const cl_node *n);
+uint32_t cl_node_ttl_s(const cl_node *n);
+
+/* "host:port" of live member `node_id` into buf; false when it is not live. */
+bool cl_node_addr(cl_node *n, const char *node_id, char *buf, size_t cap);
+
+/* A copy of collection `name`. Errors: QV_ENOTFOUND. */
+qv_rc cl_coll_get(cl_node *n, const char *name, cl_coll *out);
+/* The names of every known collection (qv_malloc'd array of qv_malloc'd
+ * strings; free with cl_names_free). */
+qv_rc cl_coll_names(cl_node *n, char ***names, size_t *count);
+void cl_names_free(char **names, size_t count);
+
+/* Waits (bounded) until this node's copy of `name` has a map of at least
+ * `min_epoch`. True when it has. */
+bool cl_wait_map(cl_node *n, const char *name, int64_t min_epoch, uint32_t timeout_ms);
+
+/* Stores the config of a new collection, create-if-absent; the controller
+ * then places it. `params_json` is a JSON object. Errors: QV_EEXIST,
+ * QV_EINVAL, QV_EIO (outcome unknown). */
+qv_rc cl_coll_create(cl_node *n, const char *name, const char *params_json,
+                     uint32_t shard_number, uint32_t rf, qv_err *err);
+
+/* The bounded-load cap the placement applies to `copies` copies over
+ * `n_nodes` nodes (ring.h's rule, eps 0.25). */
+uint32_t cl_load_cap(uint32_t copies, uint32_t n_nodes);
+
+#endif
