@@ -25,7 +25,7 @@ QV_BUILD_PACKAGES=(build-essential cmake pkg-config gzip libjansson-dev libcrite
 # The fuzzers need clang with its libFuzzer runtime.
 # What the test suite needs besides: the server's HTTP tests (Debian's
 # python3), the official JS client test (node, npm), valgrind.
-QV_TEST_PACKAGES=(python3 valgrind clang libclang-rt-14-dev etcd-server etcd-client curl)
+QV_TEST_PACKAGES=(python3 valgrind clang libclang-rt-14-dev etcd-server etcd-client curl chromium)
 
 # node and npm may come from another package that bundles both; install
 # Debian's only when the commands are missing.

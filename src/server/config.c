@@ -83,6 +83,11 @@ static const setting settings[] = {
     {"cluster-lease-ttl", "cluster.lease_ttl_s", NULL, "QUIVER__CLUSTER__LEASE_TTL_S", NULL,
      T_U64, "5", 2, 3600, 1, OFF(cluster_ttl_s),
      "seconds without renewing its etcd lease after which a node counts as dead"},
+    /* ---- the cluster dashboard (routes_dashboard.c, docs/cluster.md) ---- */
+    {"web-dir", "service.web_dir", NULL, "QUIVER__SERVICE__WEB_DIR", NULL, T_STR, "", 0, 0, 1,
+     OFF(web_dir),
+     "directory holding dashboard/ (the page at /dashboard); default: ../web, then web, "
+     "next to the executable"},
     /* "config" must stay the last row (srvcfg_load looks it up there). */
     {"config", NULL, NULL, "QUIVER__CONFIG", NULL, T_STR, "", 0, 0, 1, OFF(config_file),
      "settings file (JSON, or the YAML subset of src/server/README.md)"},

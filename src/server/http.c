@@ -109,6 +109,7 @@ static enum MHD_Result send_response(conn_state *st) {
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                           rs->content_type ? rs->content_type : "application/json");
   if (rs->allow[0]) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rs->allow);
+  if (rs->no_store) MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
   if (rs->disposition[0])
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, rs->disposition);
   if (st->too_big) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");

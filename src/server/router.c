@@ -31,6 +31,11 @@ const srv_route router_routes[] = {
      * node-to-node shard operations (writes: the read-only key may not) */
     {"GET", "/cluster/state", h_cluster_state, false, false, false},
     {"POST", "/internal/shards/{name}/{shard}/{op}", h_shard_internal, true, false, false},
+    /* the cluster dashboard (routes_dashboard.c): static files, public
+     * because a browser cannot send a header when it navigates; the page
+     * itself sends the api-key on its own requests */
+    {"GET", "/dashboard", h_dashboard, false, true, false},
+    {"GET", "/dashboard/{file}", h_dashboard, false, true, false},
     {"GET", "/aliases", h_aliases, false, false, false},
     /* collections */
     {"GET", "/collections", h_coll_list, false, false, false},

@@ -41,6 +41,9 @@ typedef struct srv_config {
   char *etcd;              /* endpoints, "" = none */
   char *node_addr;         /* "" = host:port */
   uint64_t cluster_ttl_s;
+  /* dashboard (routes_dashboard.c): directory holding dashboard/, "" = found
+   * next to the executable */
+  char *web_dir;
 } srv_config;
 
 /* Fills `cfg` from defaults < config file < environment < flags (argv[0] is
@@ -79,6 +82,7 @@ typedef struct srv_resp {
   int fd;
   uint64_t file_size;
   char disposition[320]; /* Content-Disposition, "" for none */
+  bool no_store;         /* send Cache-Control: no-store (live pages) */
 } srv_resp;
 
 #define SRV_MAX_ARGS 3
@@ -387,6 +391,10 @@ bool cluster_route(srv_req *r);
 void h_cluster_state(srv_req *r);
 void h_coll_cluster(srv_req *r);
 void h_shard_internal(srv_req *r);
+
+/* routes_dashboard.c: the static files of the cluster dashboard
+ * (GET /dashboard, GET /dashboard/{file}; public, no API key). */
+void h_dashboard(srv_req *r);
 
 /* routes_collections.c: payload_schema for GET /collections/{c}. */
 json_t *index_schema_json(srv_req *r, srv_coll *sc);

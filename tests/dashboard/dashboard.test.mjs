@@ -1,0 +1,227 @@
+// dashboard.test.mjs: the cluster dashboard (web/dashboard/, served by
+// src/server/routes_dashboard.c) in a real browser against a real cluster.
+//
+// Starts a throwaway etcd (scripts/etcd.sh, watchdog on this process) and
+// three `$QV_CLI serve --cluster` nodes on free loopback ports with an API
+// key, creates a collection (6 shards, rf 2), opens /dashboard?key=... of
+// node 1 in Debian's chromium through playwright-core, checks that the ring
+// shows every live node and every copy, then kill -9s node 3 and checks that
+// the page marks it dead (and its copies dead) within the lease TTL plus a
+// few seconds. Saves a screenshot to $QV_DASHBOARD_SCREENSHOT (CTest sets it
+// under the build directory; default /tmp). Also checks the static-file
+// route: content types, no API key needed, only the three names served.
+//
+// Every wait polls with a deadline; every process started is stopped in
+// after() (and on exit). Skips when etcd is not installed.
+import {test, before, after} from 'node:test';
+import assert from 'node:assert/strict';
+import {spawn, execFileSync, spawnSync} from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import {chromium} from 'playwright-core';
+
+const HERE = import.meta.dirname;
+const ROOT = path.resolve(HERE, '..', '..');
+const CLI = process.env.QV_CLI || path.join(ROOT, 'build', 'quiver');
+const SHOT = process.env.QV_DASHBOARD_SCREENSHOT || path.join(os.tmpdir(), 'dashboard-screenshot.png');
+const CHROMIUM = '/usr/bin/chromium';
+const TTL = 2;
+const KEY = 'dash-test-key';
+const HAVE_ETCD = spawnSync('sh', ['-c', 'command -v etcd'], {stdio: 'ignore'}).status === 0;
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qv-dash-'));
+let etcdDir = null;
+const nodes = []; // {port, proc, id}
+let ctx = null;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what, fn, ms) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(100);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const {port} = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/* One HTTP call with a raw path (fetch would normalise "..") and a bound. */
+function call(port, method, p, body, headers = {'api-key': KEY}) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? null : JSON.stringify(body);
+    const req = http.request({host: '127.0.0.1', port, method, path: p, timeout: 10000,
+                              headers: {...headers, ...(data ? {'Content-Type': 'application/json'} : {})}},
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          let json = null;
+          try { json = JSON.parse(text); } catch { /* not JSON */ }
+          resolve({status: res.statusCode, headers: res.headers, text, json});
+        });
+      });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${p}: timeout`)));
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+const state = async (port) => (await call(port, 'GET', '/cluster/state')).json.result;
+
+function stopAll() {
+  for (const n of nodes) if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGKILL');
+  if (etcdDir) {
+    spawnSync(path.join(ROOT, 'scripts', 'etcd.sh'), ['stop', etcdDir, '2'], {stdio: 'ignore', timeout: 30000});
+    etcdDir = null;
+  }
+}
+process.on('exit', stopAll);
+
+before(async () => {
+  if (!HAVE_ETCD) return;
+  const out = execFileSync(path.join(ROOT, 'scripts', 'etcd.sh'), ['start', '-o', String(process.pid)],
+                           {encoding: 'utf8', timeout: 60000});
+  const env = Object.fromEntries(out.split(/\s+/).filter((l) => l.includes('='))
+                                    .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  etcdDir = env.QV_ETCD_DIR;
+  for (let i = 1; i <= 3; i++) {
+    const port = await freePort();
+    const log = fs.openSync(path.join(tmp, `node${i}.log`), 'w');
+    const proc = spawn(CLI, ['serve', '--cluster', '--etcd', env.QV_ETCD_ENDPOINTS, '--port', String(port),
+                             '--data-dir', path.join(tmp, `d${i}`), '--cluster-lease-ttl', String(TTL),
+                             '--threads', '8', '--api-key', KEY],
+                       {stdio: ['ignore', log, log]});
+    fs.closeSync(log);
+    nodes.push({port, proc, id: null});
+  }
+  for (const n of nodes) {
+    await waitFor(`node on ${n.port}`, async () => (await call(n.port, 'GET', '/cluster')).status === 200, 30000);
+  }
+  await waitFor('3 members', async () => (await state(nodes[0].port)).members.length === 3, 15000);
+  for (const n of nodes) n.id = (await state(n.port)).node_id;
+  const r = await call(nodes[0].port, 'PUT', '/collections/dash',
+                       {vectors: {size: 4, distance: 'Cosine'}, shard_number: 6, replication_factor: 2});
+  assert.equal(r.status, 200, r.text);
+  await waitFor('placement', async () => {
+    const c = (await state(nodes[0].port)).collections.dash;
+    return c && c.placed && c.shards.length === 6;
+  }, 15000);
+});
+
+after(async () => {
+  if (ctx) await ctx.close().catch(() => {});
+  for (const n of nodes) if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGTERM');
+  await Promise.all(nodes.map((n) => waitFor(`node ${n.port} to exit`,
+    () => n.proc.exitCode !== null || n.proc.signalCode !== null, 10000).catch(() => n.proc.kill('SIGKILL'))));
+  stopAll();
+  const bad = fs.readdirSync(tmp).filter((f) => f.endsWith('.log'))
+    .filter((f) => /Sanitizer|runtime error:/.test(fs.readFileSync(path.join(tmp, f), 'utf8')));
+  if (process.env.QV_KEEP_LOGS) console.error('logs kept in', tmp);
+  else fs.rmSync(tmp, {recursive: true, force: true});
+  assert.deepEqual(bad, [], 'a sanitizer report in a node log');
+});
+
+test('static files: types, public, only three names', {skip: !HAVE_ETCD && 'etcd is not installed'}, async () => {
+  const port = nodes[0].port;
+  for (const [p, type] of [['/dashboard', 'text/html'], ['/dashboard/', 'text/html'],
+                           ['/dashboard/index.html', 'text/html'], ['/dashboard/dashboard.js', 'text/javascript'],
+                           ['/dashboard/dashboard.css', 'text/css']]) {
+    const r = await call(port, 'GET', p, undefined, {}); // no API key: the page is public
+    assert.equal(r.status, 200, `${p}: ${r.text}`);
+    assert.ok(r.headers['content-type'].startsWith(type), `${p}: ${r.headers['content-type']}`);
+  }
+  for (const p of ['/dashboard/..%2F..%2Fetc%2Fpasswd', '/dashboard/../CMakeLists.txt', '/dashboard/.gitignore',
+                   '/dashboard/x/index.html', '/dashboard/index.html/x']) {
+    const r = await call(port, 'GET', p, undefined, {});
+    assert.notEqual(r.status, 200, `${p} must not be served`);
+    assert.ok(!r.text.includes('root:'), p);
+  }
+  assert.equal((await call(port, 'GET', '/cluster/state', undefined, {})).status, 401, 'the state still needs the key');
+});
+
+test('the ring shows every live node and follows a kill -9', {skip: !HAVE_ETCD && 'etcd is not installed', timeout: 90000},
+     async () => {
+  const userData = fs.mkdtempSync(path.join(tmp, 'chromium-'));
+  ctx = await chromium.launchPersistentContext(userData, {
+    executablePath: CHROMIUM, headless: true, viewport: {width: 1280, height: 800}, timeout: 30000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = ctx.pages()[0] || await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`http://127.0.0.1:${nodes[0].port}/dashboard?key=${KEY}`, {timeout: 15000});
+
+  const nodeStates = () => page.$$eval('#ring g.node', (gs) =>
+    Object.fromEntries(gs.map((g) => [g.dataset.nodeId, g.dataset.state])));
+  const ids = nodes.map((n) => n.id);
+  await waitFor('3 live nodes on the ring', async () => {
+    const s = await nodeStates();
+    return ids.every((id) => s[id] === 'live') && Object.keys(s).length === 3;
+  }, 10000);
+  // Each node's label names its address, not just a colour.
+  for (const n of nodes) {
+    const label = await page.getAttribute(`#ring g.node[data-node-id="${n.id}"]`, 'aria-label');
+    assert.match(label, new RegExp(`127\\.0\\.0\\.1:${n.port}.*live`));
+  }
+  // 6 shards x 2 copies, one primary per shard, all in sync, on distinct nodes.
+  const reps = await page.$$eval('#ring g.replica', (gs) => gs.map((g) => ({...g.dataset})));
+  assert.equal(reps.length, 12);
+  for (let k = 0; k < 6; k++) {
+    const mine = reps.filter((r) => r.shard === String(k));
+    assert.equal(mine.length, 2, `shard ${k}`);
+    assert.equal(mine.filter((r) => r.primary === 'true').length, 1, `shard ${k} primary`);
+    assert.notEqual(mine[0].nodeId, mine[1].nodeId);
+    assert.ok(mine.every((r) => r.state === 'insync'));
+  }
+  assert.equal(await page.getAttribute('#health', 'data-level'), 'ok');
+  assert.match(await page.textContent('#colls'), /dash\s*1\s*6\s*2/);
+
+  const victim = nodes[2];
+  const killedAt = Date.now();
+  victim.proc.kill('SIGKILL');
+  await waitFor('the killed node drawn dead', async () => {
+    const s = await nodeStates();
+    return s[victim.id] === 'dead' && s[ids[0]] === 'live' && s[ids[1]] === 'live';
+  }, (TTL + 5) * 1000);
+  const seenDeadAfter = Date.now() - killedAt;
+  await waitFor('its copies drawn dead', async () => {
+    const r = await page.$$eval(`#ring g.replica[data-node-id="${victim.id}"]`, (gs) => gs.map((g) => g.dataset.state));
+    return r.length > 0 && r.every((x) => x === 'dead');
+  }, (TTL + 5) * 1000);
+  const log = await page.textContent('#events');
+  assert.match(log, new RegExp(`127\\.0\\.0\\.1:${victim.port}\\) left or died`));
+  assert.match(log, /map epoch 1 → \d+/);
+  assert.match(await page.textContent(`#nodes tr[data-node-id="${victim.id}"]`), /dead: lease expired/);
+  // No shard is led by the dead node any more.
+  const primaries = await page.$$eval('#ring g.replica[data-primary="true"]', (gs) => gs.map((g) => g.dataset.nodeId));
+  assert.equal(primaries.length, 6);
+  assert.ok(!primaries.includes(victim.id));
+
+  fs.mkdirSync(path.dirname(SHOT), {recursive: true});
+  await page.screenshot({path: SHOT});
+  console.log(`# killed node shown dead ${seenDeadAfter} ms after kill -9 (TTL ${TTL} s); screenshot ${SHOT}`);
+  assert.deepEqual(errors, [], 'errors in the page');
+});

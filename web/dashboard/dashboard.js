@@ -1,0 +1,368 @@
+/* dashboard.js: the live cluster dashboard (issue 5; docs/cluster.md,
+ * "Dashboard"). Polls GET /cluster/state of the node that served the page
+ * once a second and redraws: the shard ring of one collection (SVG), the
+ * nodes with lease time left and load against the cap, the collections with
+ * their map epoch, etcd health, and an event log made of the differences
+ * between successive states.
+ *
+ * Owns only the browser side; the state document is routes_cluster.c's
+ * (h_cluster_state). Placement is rendezvous hashing, not a token ring, so
+ * the ring drawn is a ring of *shards* (shard k at angle k/P) with their
+ * replica copies, and the nodes sit inside it, linked to the copies they
+ * hold.
+ *
+ * A node that was seen (as a member or in a shard map) and whose member key
+ * is gone is drawn dead ("lease expired"): etcd removes the key when the
+ * lease lapses, so absence is the liveness signal.
+ *
+ * Hooks for tests and assistive tools: every node in the SVG is a <g
+ * class="node"> with data-node-id, data-addr, data-state (live | expiring |
+ * fenced | dead) and an aria-label saying the same in words; every copy is a
+ * <g class="replica"> with data-shard, data-node-id, data-state and
+ * data-primary. document.body.dataset.polls counts successful polls.
+ *
+ * Invariant: one poll in flight at a time (the next is scheduled when the
+ * previous ends), and every string from the server reaches the DOM escaped. */
+'use strict';
+
+const POLL_MS = 1000;
+const TIMEOUT_MS = 2500;
+const MAX_EVENTS = 300;
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+const params = new URLSearchParams(location.search);
+let apiKey = params.get('key') || '';
+let prev = null;          /* the last state that answered */
+let selected = params.get('collection') || '';
+let pollOk = 0;
+let failing = false;
+const known = new Map();  /* node_id -> {addr, short} for every node ever seen */
+let nextShort = 1;
+
+const $ = (id) => document.getElementById(id);
+
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) =>
+    ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
+}
+
+function clock() {
+  return new Date().toTimeString().slice(0, 8);
+}
+
+/* ---- event log --------------------------------------------------------------- */
+
+function logEvent(text, level) {
+  const li = document.createElement('li');
+  li.textContent = `${clock()}  ${text}`;
+  if (level) li.className = level;
+  const ol = $('events');
+  ol.insertBefore(li, ol.firstChild);
+  while (ol.children.length > MAX_EVENTS) ol.removeChild(ol.lastChild);
+}
+
+/* ---- node names: N1, N2, ... in the order first seen (by address) ------------- */
+
+function learnNodes(st) {
+  const fresh = [];
+  for (const m of st.members || [])
+    if (!known.has(m.node_id)) fresh.push({id: m.node_id, addr: m.addr});
+  for (const c of Object.values(st.collections || {}))
+    for (const sh of c.shards || [])
+      for (const r of sh.replicas || [])
+        if (!known.has(r.node) && !fresh.some((f) => f.id === r.node))
+          fresh.push({id: r.node, addr: ''});
+  fresh.sort((a, b) => (a.addr || '~').localeCompare(b.addr || '~', 'en', {numeric: true}));
+  for (const f of fresh) known.set(f.id, {addr: f.addr, short: `N${nextShort++}`});
+  for (const m of st.members || []) if (m.addr) known.get(m.node_id).addr = m.addr;
+}
+
+function nm(id) {
+  const k = known.get(id);
+  return k ? k.short : `?${String(id).slice(-4)}`;
+}
+
+function describe(id) {
+  const k = known.get(id);
+  return k && k.addr ? `${k.short} (${k.addr})` : nm(id);
+}
+
+/* State of every known node: live | expiring | fenced | dead, with words. */
+function nodeStates(st) {
+  const out = new Map();
+  const members = new Map((st.members || []).map((m) => [m.node_id, m]));
+  for (const [id] of known) {
+    const m = members.get(id);
+    if (!m) {
+      out.set(id, {state: 'dead', text: 'dead: lease expired', left: 0});
+    } else if (id === st.node_id && st.fenced) {
+      out.set(id, {state: 'fenced', text: 'fenced: lost its lease', left: m.lease_ttl_left_s});
+    } else if (m.lease_ttl_left_s === 0) {
+      out.set(id, {state: 'expiring', text: 'lease expiring', left: 0});
+    } else {
+      const left = m.lease_ttl_left_s;
+      out.set(id, {state: 'live', text: left < 0 ? 'live (lease unknown)' : 'live', left});
+    }
+  }
+  return out;
+}
+
+/* ---- differences between two states ----------------------------------------- */
+
+function diff(a, b) {
+  if (a === null) {
+    logEvent(`connected to ${describe(b.node_id)}; ${(b.members || []).length} live node(s), ` +
+             `controller ${b.controller ? describe(b.controller) : 'none'}`);
+    return;
+  }
+  const am = new Set((a.members || []).map((m) => m.node_id));
+  const bm = new Set((b.members || []).map((m) => m.node_id));
+  for (const id of bm) if (!am.has(id)) logEvent(`node ${describe(id)} joined`);
+  for (const id of am)
+    if (!bm.has(id)) logEvent(`node ${describe(id)} left or died: its lease expired`, 'bad');
+  if (a.controller !== b.controller)
+    logEvent(`controller ${a.controller ? nm(a.controller) : 'none'} → ` +
+             `${b.controller ? nm(b.controller) : 'none'}`, b.controller ? 'warn' : 'bad');
+  if (a.fenced !== b.fenced)
+    logEvent(b.fenced ? `${nm(b.node_id)} is fenced (lost its etcd lease)`
+                      : `${nm(b.node_id)} registered again`, b.fenced ? 'bad' : 'warn');
+  const ac = a.collections || {}, bc = b.collections || {};
+  for (const name of Object.keys(bc)) {
+    const x = ac[name], y = bc[name];
+    if (!x) {
+      logEvent(`collection ${name} created: ${y.shard_number} shards × rf ` +
+               `${y.replication_factor}, epoch ${y.epoch}`);
+      continue;
+    }
+    if (x.epoch !== y.epoch) logEvent(`${name}: map epoch ${x.epoch} → ${y.epoch}`, 'warn');
+    const xs = x.shards || [], ys = y.shards || [];
+    for (let k = 0; k < ys.length; k++) {
+      const p = xs[k], q = ys[k];
+      if (!p) continue;
+      if (p.primary !== q.primary)
+        logEvent(`${name}/S${k}: primary ${nm(p.primary)} → ${nm(q.primary)} (term ${q.term})`,
+                 'warn');
+      const was = new Map((p.replicas || []).map((r) => [r.node, r.state]));
+      for (const r of q.replicas || []) {
+        const w = was.get(r.node);
+        if (w === undefined) logEvent(`${name}/S${k}: new copy on ${nm(r.node)} (${r.state})`);
+        else if (w !== r.state)
+          logEvent(`${name}/S${k}: copy on ${nm(r.node)} ${w} → ${r.state}`,
+                   r.state === 'dead' ? 'bad' : '');
+        was.delete(r.node);
+      }
+      for (const [node] of was) logEvent(`${name}/S${k}: copy on ${nm(node)} removed`);
+    }
+  }
+  for (const name of Object.keys(ac))
+    if (!bc[name]) logEvent(`collection ${name} removed`, 'warn');
+}
+
+/* ---- the ring ------------------------------------------------------------------ */
+
+function el(tag, attrs, parent, text) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function polar(r, angle) {
+  return [280 + r * Math.cos(angle), 280 + r * Math.sin(angle)];
+}
+
+function drawRing(st, states) {
+  const svg = $('ring');
+  while (svg.lastChild && svg.lastChild.tagName !== 'desc') svg.removeChild(svg.lastChild);
+  el('circle', {cx: 280, cy: 280, r: 200, class: 'ring-base'}, svg);
+  const coll = (st.collections || {})[selected];
+  const ids = [...known.keys()];
+  /* nodes inside the ring */
+  const nodePos = new Map();
+  const rn = ids.length > 1 ? 95 : 0;
+  ids.forEach((id, i) => {
+    nodePos.set(id, polar(rn, -Math.PI / 2 + (2 * Math.PI * i) / Math.max(ids.length, 1)));
+  });
+  const links = el('g', {class: 'links'}, svg);
+  const shards = coll && coll.placed ? coll.shards : [];
+  const P = shards.length;
+  const chipR = P > 24 ? 6 : 11;
+  shards.forEach((sh, k) => {
+    const a = -Math.PI / 2 + (2 * Math.PI * k) / P;
+    const [sx, sy] = polar(238, a);
+    const g = el('g', {class: 'shard', 'data-shard': k,
+                       'aria-label': `shard ${k}, term ${sh.term}, primary ${nm(sh.primary)}`}, svg);
+    if (P <= 24) {
+      el('rect', {x: sx - 26, y: sy - 11, width: 52, height: 22, rx: 5}, g);
+      el('text', {x: sx, y: sy}, g, `S${k} t${sh.term}`);
+    } else {
+      el('text', {x: sx, y: sy}, g, `${k}`);
+    }
+    const reps = sh.replicas || [];
+    reps.forEach((rp, j) => {
+      const off = (j - (reps.length - 1) / 2) * (2.6 * chipR + 4) / 200;
+      const [cx, cy] = polar(200, a + off);
+      const isPrimary = rp.node === sh.primary;
+      const cls = `replica ${rp.state}${isPrimary ? ' primary' : ''}`;
+      const label = `shard ${k} copy on ${describe(rp.node)}: ${rp.state}` +
+                    (isPrimary ? ', primary' : '');
+      const rg = el('g', {class: cls, 'data-shard': k, 'data-node-id': rp.node,
+                          'data-state': rp.state, 'data-primary': isPrimary ? 'true' : 'false',
+                          'aria-label': label}, svg);
+      el('title', {}, rg, label);
+      el('circle', {cx, cy, r: chipR}, rg);
+      /* the node's number, with P on the primary: identity and role in text */
+      if (chipR > 8) el('text', {x: cx, y: cy}, rg, (isPrimary ? 'P' : '') + nm(rp.node).slice(1));
+      const np = nodePos.get(rp.node);
+      if (np) {
+        el('line', {x1: cx, y1: cy, x2: np[0], y2: np[1],
+                    class: `link${isPrimary ? ' primary' : ''}${rp.state === 'dead' ? ' dead' : ''}`},
+           links);
+      }
+    });
+  });
+  for (const id of ids) {
+    const s = states.get(id);
+    const [x, y] = nodePos.get(id);
+    const label = `node ${describe(id)}: ${s.text}` +
+                  (id === st.controller ? ', controller' : '') +
+                  (id === st.node_id ? ', serving this page' : '');
+    const g = el('g', {class: `node ${s.state}`, 'data-node-id': id,
+                       'data-addr': (known.get(id) || {}).addr || '', 'data-state': s.state,
+                       role: 'img', 'aria-label': label}, svg);
+    el('title', {}, g, label);
+    el('circle', {cx: x, cy: y, r: 31}, g);
+    el('text', {x, y: y - 8}, g, nm(id) + (id === st.controller ? ' ★' : ''));
+    el('text', {x, y: y + 9, class: 'sub'}, g,
+       s.state === 'dead' ? 'DEAD' : s.state === 'live' ? (s.left >= 0 ? `${s.left}s` : 'live')
+                                                          : s.state);
+  }
+  if (!coll) {
+    el('text', {x: 280, y: 530, class: 'center-label'}, svg,
+       Object.keys(st.collections || {}).length ? '' : 'no distributed collection yet');
+  } else if (!coll.placed) {
+    el('text', {x: 280, y: 530, class: 'center-label'}, svg, `${selected}: waiting for placement`);
+  }
+}
+
+/* ---- tables -------------------------------------------------------------------- */
+
+function bar(frac, cls) {
+  const w = Math.max(0, Math.min(1, frac)) * 100;
+  return `<span class="bar ${cls || ''}"><span style="width:${w.toFixed(0)}%"></span></span>`;
+}
+
+function drawTables(st, states) {
+  const coll = (st.collections || {})[selected];
+  const ttl = st.lease_ttl_s || 1;
+  const rows = [];
+  for (const [id, s] of states) {
+    const k = known.get(id);
+    const load = coll && coll.load ? coll.load[id] || 0 : 0;
+    const cap = coll ? coll.load_cap : 0;
+    const lease = s.state === 'dead' ? 'expired'
+      : s.left >= 0 ? `${bar(s.left / ttl, s.left / ttl < 0.34 ? 'low' : '')}${s.left} s` : '?';
+    const loadCell = coll ? `${bar(cap ? load / cap : 0, load > cap ? 'over' : '')}${load} / ${cap}`
+                          : '–';
+    const tags = (id === st.controller ? ' ★ctl' : '') + (id === st.node_id ? ' (this)' : '');
+    rows.push(`<tr data-node-id="${esc(id)}"><td title="${esc(id)}">${esc(k.short)}${esc(tags)}</td>` +
+              `<td>${esc(k.addr || '?')}</td><td class="state-${s.state}">${esc(s.text)}</td>` +
+              `<td>${lease}</td><td>${loadCell}</td></tr>`);
+  }
+  $('nodes').tBodies[0].innerHTML = rows.join('');
+  const crow = [];
+  for (const [name, c] of Object.entries(st.collections || {})) {
+    let dead = 0;
+    for (const sh of c.shards || []) for (const r of sh.replicas || []) if (r.state === 'dead') dead++;
+    crow.push(`<tr><td>${esc(name)}</td><td>${esc(c.epoch)}</td><td>${esc(c.shard_number)}</td>` +
+              `<td>${esc(c.replication_factor)}</td><td>${esc(c.load_cap)}</td>` +
+              `<td class="${dead ? 'state-dead' : ''}">${dead}</td></tr>`);
+  }
+  $('colls').tBodies[0].innerHTML = crow.join('') || '<tr><td colspan="6">none</td></tr>';
+  $('epoch').textContent = coll ? `epoch ${coll.epoch} · ${coll.shard_number} shards × rf ` +
+                                  `${coll.replication_factor} · cap ${coll.load_cap} copies/node` : '';
+}
+
+function syncSelect(st) {
+  const names = Object.keys(st.collections || {}).sort();
+  if (!names.includes(selected)) selected = names[0] || '';
+  const sel = $('coll');
+  const have = [...sel.options].map((o) => o.value).join('\n');
+  if (have !== names.join('\n')) {
+    sel.innerHTML = names.map((n) => `<option>${esc(n)}</option>`).join('');
+  }
+  sel.value = selected;
+}
+
+/* ---- health and polling ------------------------------------------------------ */
+
+function setHealth(level, text) {
+  const h = $('health');
+  h.className = `badge ${level}`;
+  h.textContent = text;
+  h.dataset.level = level;
+}
+
+function health(st) {
+  if (!st.enabled) return setHealth('warn', 'cluster mode off: this is a single node');
+  const live = (st.members || []).length;
+  if (st.fenced) return setHealth('bad', 'etcd: this node is fenced (lease lost)');
+  if (!st.controller) return setHealth('warn', `etcd: no controller elected · ${live} live`);
+  if ((st.members || []).some((m) => m.lease_ttl_left_s < 0))
+    return setHealth('warn', `etcd: lease queries failing · ${live} live`);
+  setHealth('ok', `etcd healthy · controller ${nm(st.controller)} · ${live} live node(s)`);
+}
+
+function render(st) {
+  learnNodes(st);
+  const states = nodeStates(st);
+  syncSelect(st);
+  drawRing(st, states);
+  drawTables(st, states);
+  health(st);
+}
+
+async function poll() {
+  try {
+    const headers = apiKey ? {'api-key': apiKey} : {};
+    const res = await fetch('/cluster/state', {headers, cache: 'no-store',
+                                                signal: AbortSignal.timeout(TIMEOUT_MS)});
+    if (res.status === 401 || res.status === 403) {
+      throw new Error(`HTTP ${res.status}: enter the API key (field above, or ?key= in the URL)`);
+    }
+    const body = await res.json();
+    if (!res.ok) throw new Error(`HTTP ${res.status}: ${(body.status || {}).error || ''}`);
+    const st = body.result;
+    if (!st.enabled) {
+      setHealth('warn', 'cluster mode off: this node runs without --cluster');
+    } else {
+      learnNodes(st);
+      diff(prev, st);
+      render(st);
+      prev = st;
+    }
+    if (failing) logEvent('state answers again');
+    failing = false;
+    pollOk++;
+    document.body.dataset.polls = String(pollOk);
+    $('updated').textContent = `updated ${clock()} from ${location.host}`;
+  } catch (e) {
+    if (!failing) logEvent(`/cluster/state failed: ${e.message}`, 'bad');
+    failing = true;
+    setHealth('bad', `no state: ${e.message}`);
+  } finally {
+    setTimeout(poll, POLL_MS);
+  }
+}
+
+$('apikey').value = apiKey;
+$('keyform').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  apiKey = $('apikey').value;
+});
+$('coll').addEventListener('change', () => {
+  selected = $('coll').value;
+  if (prev) render(prev);
+});
+poll();
