@@ -104,8 +104,8 @@ qv_rc cli_parse_floats(const char *s, float **out, size_t *n, qv_err *err) {
       p++;
     } else if (*p != 0 && !(bracket && *p == ']')) {
       free(v);
-      return cli_err_set(err, QV_EINVAL,
-                         "component %zu: unexpected \"%.20s\"", cnt, p);
+      return cli_err_set(err, QV_EINVAL, "component %zu: unexpected \"%.20s\"",
+                         cnt, p);
     }
   }
   if (bracket && *p != ']') {
@@ -149,12 +149,8 @@ static bool set_value(const cli_cmd_spec *spec, cli_flag *f, const char *v,
                       FILE *errf) {
   uint64_t n;
   switch (f->kind) {
-  case CLI_FLAG_BOOL:
-    *(bool *)f->dst = true;
-    return true;
-  case CLI_FLAG_STR:
-    *(const char **)f->dst = v;
-    return true;
+  case CLI_FLAG_BOOL: *(bool *)f->dst = true; return true;
+  case CLI_FLAG_STR: *(const char **)f->dst = v; return true;
   case CLI_FLAG_U32:
   case CLI_FLAG_U64:
     if (!cli_parse_u64(v, &n)) {
@@ -163,8 +159,7 @@ static bool set_value(const cli_cmd_spec *spec, cli_flag *f, const char *v,
       return false;
     }
     if (n < f->min || n > flag_max(f)) {
-      fprintf(errf,
-              "quiver %s: --%s: %s is out of range (%llu..%llu)\n",
+      fprintf(errf, "quiver %s: --%s: %s is out of range (%llu..%llu)\n",
               spec->name, f->name, v, (unsigned long long)f->min,
               (unsigned long long)flag_max(f));
       return false;
@@ -197,8 +192,8 @@ static bool set_value(const cli_cmd_spec *spec, cli_flag *f, const char *v,
   return false;
 }
 
-int cli_parse(const cli_cmd_spec *spec, int argc, char **argv,
-              const char **pos, size_t *n_pos, FILE *out, FILE *errf) {
+int cli_parse(const cli_cmd_spec *spec, int argc, char **argv, const char **pos,
+              size_t *n_pos, FILE *out, FILE *errf) {
   size_t np = 0;
   bool only_pos = false;
   for (size_t i = 0; i < spec->n_flags; i++) spec->flags[i].seen = false;
@@ -214,16 +209,15 @@ int cli_parse(const cli_cmd_spec *spec, int argc, char **argv,
     }
     if (only_pos || a[0] != '-' || a[1] == 0) {
       if (np == spec->max_pos) {
-        fprintf(errf, "quiver %s: unexpected argument \"%s\"\n", spec->name,
-                a);
+        fprintf(errf, "quiver %s: unexpected argument \"%s\"\n", spec->name, a);
         return CLI_PARSE_ERR;
       }
       pos[np++] = a;
       continue;
     }
     if (a[1] != '-') {
-      fprintf(errf, "quiver %s: unknown flag \"%s\" (see --help)\n",
-              spec->name, a);
+      fprintf(errf, "quiver %s: unknown flag \"%s\" (see --help)\n", spec->name,
+              a);
       return CLI_PARSE_ERR;
     }
     const char *name = a + 2;
@@ -238,8 +232,7 @@ int cli_parse(const cli_cmd_spec *spec, int argc, char **argv,
     const char *v = NULL;
     if (f->kind == CLI_FLAG_BOOL) {
       if (eq != NULL) {
-        fprintf(errf, "quiver %s: --%s takes no value\n", spec->name,
-                f->name);
+        fprintf(errf, "quiver %s: --%s takes no value\n", spec->name, f->name);
         return CLI_PARSE_ERR;
       }
     } else if (eq != NULL) {
@@ -247,8 +240,8 @@ int cli_parse(const cli_cmd_spec *spec, int argc, char **argv,
     } else if (i + 1 < argc) {
       v = argv[++i];
     } else {
-      fprintf(errf, "quiver %s: --%s needs a value (%s)\n", spec->name,
-              f->name, f->metavar ? f->metavar : "VALUE");
+      fprintf(errf, "quiver %s: --%s needs a value (%s)\n", spec->name, f->name,
+              f->metavar ? f->metavar : "VALUE");
       return CLI_PARSE_ERR;
     }
     if (!set_value(spec, f, v, errf)) return CLI_PARSE_ERR;
@@ -275,9 +268,8 @@ bool cli_flag_seen(const cli_cmd_spec *spec, const char *name) {
 }
 
 void cli_print_help(const cli_cmd_spec *spec, FILE *out) {
-  fprintf(out, "usage: quiver %s [options]%s%s\n\n%s\n\noptions:\n",
-          spec->name, spec->args ? " " : "", spec->args ? spec->args : "",
-          spec->summary);
+  fprintf(out, "usage: quiver %s [options]%s%s\n\n%s\n\noptions:\n", spec->name,
+          spec->args ? " " : "", spec->args ? spec->args : "", spec->summary);
   for (size_t i = 0; i < spec->n_flags; i++) {
     const cli_flag *f = &spec->flags[i];
     char left[64];
@@ -356,8 +348,7 @@ qv_rc cli_input_close(cli_input *in, const char *path, qv_err *err) {
   in->f = NULL;
   if (in->pid > 0) {
     int st = 0;
-    while (waitpid(in->pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    while (waitpid(in->pid, &st, 0) < 0 && errno == EINTR) {}
     bool ok = !at_eof || (WIFEXITED(st) && WEXITSTATUS(st) == 0);
     if (!ok)
       rc = cli_err_set(err, QV_EIO,
@@ -457,8 +448,8 @@ void cli_progress_format(char *buf, size_t cap, uint64_t done, uint64_t total,
                          double elapsed, const char *what, bool bar) {
   double rate = elapsed > 0 ? (double)done / elapsed : 0;
   if (total == 0 || done > total) {
-    snprintf(buf, cap, "%llu %s, %.0f %s/s, %.1f s",
-             (unsigned long long)done, what, rate, what, elapsed);
+    snprintf(buf, cap, "%llu %s, %.0f %s/s, %.1f s", (unsigned long long)done,
+             what, rate, what, elapsed);
     return;
   }
   double frac = (double)done / (double)total;

@@ -74,8 +74,8 @@ enum { CLI_PARSE_OK = 0, CLI_PARSE_HELP, CLI_PARSE_ERR };
  * must hold spec->max_pos entries. Returns CLI_PARSE_HELP after printing the
  * help to `out`, CLI_PARSE_ERR after printing a message that names the flag
  * to `errf`. */
-int cli_parse(const cli_cmd_spec *spec, int argc, char **argv,
-              const char **pos, size_t *n_pos, FILE *out, FILE *errf);
+int cli_parse(const cli_cmd_spec *spec, int argc, char **argv, const char **pos,
+              size_t *n_pos, FILE *out, FILE *errf);
 void cli_print_help(const cli_cmd_spec *spec, FILE *out);
 /* Whether the last cli_parse saw flag `name` (given, not defaulted). */
 bool cli_flag_seen(const cli_cmd_spec *spec, const char *name);
@@ -94,7 +94,7 @@ qv_rc cli_parse_floats(const char *s, float **out, size_t *n, qv_err *err);
  * `gzip -dc` child process. */
 typedef struct cli_input {
   FILE *f;
-  pid_t pid; /* the gzip child, or 0 */
+  pid_t pid;     /* the gzip child, or 0 */
   uint64_t size; /* bytes of a plain regular file, 0 if unknown (pipe) */
 } cli_input;
 

@@ -30,7 +30,7 @@ typedef struct bench_opts {
   cli_u32_list ef, threads;
   uint64_t limit, exact_limit;
   uint32_t min_pass_ms;
-  bool exact, json, verbose;
+  bool exact, exact_only, json, verbose;
 } bench_opts;
 
 /* What every pass shares. */
@@ -89,9 +89,9 @@ static void *worker_main(void *arg) {
 /* Runs queries [0, nq) `rounds` times over `threads` threads, writing each
  * query's latency to lat_ms (rounds * nq entries); *wall_s is the time from
  * opening the gate to the last thread's end. */
-static qv_rc run_pass(const bench_ctx *x, const qv_search_params *p,
-                      size_t nq, uint32_t threads, uint32_t rounds,
-                      double *lat_ms, double *wall_s, qv_err *err) {
+static qv_rc run_pass(const bench_ctx *x, const qv_search_params *p, size_t nq,
+                      uint32_t threads, uint32_t rounds, double *lat_ms,
+                      double *wall_s, qv_err *err) {
   if (threads > nq) threads = (uint32_t)nq;
   if (threads == 0) threads = 1;
   worker *w = calloc(threads, sizeof *w);
@@ -144,8 +144,7 @@ static double mean_recall(const bench_ctx *x, size_t nq) {
   qv_point_id *got = malloc(x->k * sizeof *got);
   double sum = 0;
   for (size_t i = 0; got != NULL && i < nq; i++) {
-    for (size_t j = 0; j < x->n_hits[i]; j++)
-      got[j] = x->hits[i * x->k + j].id;
+    for (size_t j = 0; j < x->n_hits[i]; j++) got[j] = x->hits[i * x->k + j].id;
     sum += cli_recall(got, x->n_hits[i], x->truth + i * x->k, x->n_truth[i]);
   }
   free(got);
@@ -222,21 +221,25 @@ static qv_rc load_gt(bench_ctx *x, const char *path, qv_err *err) {
   void *raw = NULL;
   size_t n = 0;
   uint32_t d = 0;
-  qv_rc rc = vecs_load(path, &raw, &n, &d, err);
+  qv_rc rc = cli_vecs_load(path, &raw, &n, &d, err);
   if (rc != QV_OK) return rc;
   const int32_t *g = raw;
   if (n < x->nq)
-    rc = cli_err_set(err, QV_EINVAL, "%s has %zu rows, fewer than the %zu "
-                     "queries", path, n, x->nq);
+    rc = cli_err_set(err, QV_EINVAL,
+                     "%s has %zu rows, fewer than the %zu "
+                     "queries",
+                     path, n, x->nq);
   else if (d < x->k)
-    rc = cli_err_set(err, QV_EINVAL, "%s lists %u neighbours a query, fewer "
-                     "than --k %u", path, d, x->k);
+    rc = cli_err_set(err, QV_EINVAL,
+                     "%s lists %u neighbours a query, fewer "
+                     "than --k %u",
+                     path, d, x->k);
   for (size_t i = 0; rc == QV_OK && i < x->nq; i++) {
     for (uint32_t j = 0; j < x->k; j++) {
       int32_t id = g[i * d + j];
       if (id < 0) {
-        rc = cli_err_set(err, QV_EINVAL, "%s: record %zu: negative id %d",
-                         path, i, (int)id);
+        rc = cli_err_set(err, QV_EINVAL, "%s: record %zu: negative id %d", path,
+                         i, (int)id);
         break;
       }
       x->truth[i * x->k + j] = qv_id_num((uint64_t)id);
@@ -248,10 +251,11 @@ static qv_rc load_gt(bench_ctx *x, const char *path, qv_err *err) {
 }
 
 /* Truth from the collection's own brute force, over `threads` threads. */
-static qv_rc exact_gt(bench_ctx *x, uint32_t threads, FILE *errf,
-                      qv_err *err) {
-  fprintf(errf, "quiver bench: no --gt: computing exact top-%u for %zu "
-          "queries...\n", x->k, x->nq);
+static qv_rc exact_gt(bench_ctx *x, uint32_t threads, FILE *errf, qv_err *err) {
+  fprintf(errf,
+          "quiver bench: no --gt: computing exact top-%u for %zu "
+          "queries...\n",
+          x->k, x->nq);
   qv_search_params p;
   qv_search_params_init(&p);
   p.k = x->k;
@@ -288,22 +292,23 @@ static void print_result(FILE *out, const bench_opts *o,
         r->exact ? json_null() : json_integer(r->ef), "threads",
         (json_int_t)r->threads, "k", (json_int_t)o->k, "queries",
         (json_int_t)r->nq, "repeat", (json_int_t)o->repeat, "rounds",
-        (json_int_t)r->rounds, "recall",
-        r->recall, "qps", r->qps, "qps_min", r->qps_min, "qps_max", r->qps_max,
-        "p50_ms", r->p50, "p99_ms", r->p99, "mean_ms", r->mean_ms);
+        (json_int_t)r->rounds, "recall", r->recall, "qps", r->qps, "qps_min",
+        r->qps_min, "qps_max", r->qps_max, "p50_ms", r->p50, "p99_ms", r->p99,
+        "mean_ms", r->mean_ms);
     if (r->exact) json_object_set_new(j, "scan_gbps", json_real(r->scan_gbps));
     print_json(out, j);
     return;
   }
   if (!*header) {
-    fprintf(out, "%-6s %6s %7s %9s %10s %9s %9s %9s\n", "mode", "ef",
-            "threads", "recall", "qps", "p50_ms", "p99_ms", "scan");
+    fprintf(out, "%-6s %6s %7s %9s %10s %9s %9s %9s\n", "mode", "ef", "threads",
+            "recall", "qps", "p50_ms", "p99_ms", "scan");
     *header = true;
   }
   char ef[16];
   snprintf(ef, sizeof ef, r->exact ? "-" : "%u", r->ef);
-  fprintf(out, "%-6s %6s %7u %9.4f %10.1f %9.3f %9.3f", r->exact ? "exact" : "hnsw",
-          ef, r->threads, r->recall, r->qps, r->p50, r->p99);
+  fprintf(out, "%-6s %6s %7u %9.4f %10.1f %9.3f %9.3f",
+          r->exact ? "exact" : "hnsw", ef, r->threads, r->recall, r->qps,
+          r->p50, r->p99);
   if (r->exact) fprintf(out, " %6.2f GB/s", r->scan_gbps);
   fputc('\n', out);
   fflush(out);
@@ -314,21 +319,20 @@ static void print_summary(FILE *out, const bench_opts *o,
   const qv_collection_config *c = &in->config;
   uint64_t index_bytes = in->vector_bytes + in->graph_bytes;
   if (o->json) {
-    print_json(out,
-               json_pack("{s:b, s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, "
-                         "s:f, s:s, s:I, s:s}",
-                         "summary", 1, "collection", o->name, "points",
-                         (json_int_t)in->points_count, "dim",
-                         (json_int_t)c->dim, "distance",
-                         qv_distance_name(c->distance), "m",
-                         (json_int_t)c->hnsw_m, "ef_construct",
-                         (json_int_t)c->hnsw_ef_construct, "index_bytes",
-                         (json_int_t)index_bytes, "vector_bytes",
-                         (json_int_t)in->vector_bytes, "graph_bytes",
-                         (json_int_t)in->graph_bytes, "build_s",
-                         in->build_seconds, "isa", in->isa ? in->isa : "",
-                         "segments", (json_int_t)in->segments_count,
-                         "truth", o->gt ? o->gt : "exact"));
+    print_json(
+        out, json_pack("{s:b, s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, "
+                       "s:f, s:s, s:I, s:s}",
+                       "summary", 1, "collection", o->name, "points",
+                       (json_int_t)in->points_count, "dim", (json_int_t)c->dim,
+                       "distance", qv_distance_name(c->distance), "m",
+                       (json_int_t)c->hnsw_m, "ef_construct",
+                       (json_int_t)c->hnsw_ef_construct, "index_bytes",
+                       (json_int_t)index_bytes, "vector_bytes",
+                       (json_int_t)in->vector_bytes, "graph_bytes",
+                       (json_int_t)in->graph_bytes, "build_s",
+                       in->build_seconds, "isa", in->isa ? in->isa : "",
+                       "segments", (json_int_t)in->segments_count, "truth",
+                       o->gt ? o->gt : "exact"));
     return;
   }
   fprintf(out,
@@ -354,15 +358,17 @@ static int bench_run(const bench_opts *o, qv_collection *c, FILE *out,
   }
   bench_ctx x = {.c = c, .k = o->k};
   float *q = NULL;
-  if (reader_load_all(o->queries, (size_t)o->limit, &q, &x.nq, &x.dim, &e) !=
-      QV_OK) {
+  if (cli_reader_load_all(o->queries, (size_t)o->limit, &q, &x.nq, &x.dim,
+                          &e) != QV_OK) {
     fprintf(errf, "quiver bench: %s\n", e.msg);
     return CLI_EXIT_FAIL;
   }
   x.q = q;
   if (x.dim != info.config.dim) {
-    fprintf(errf, "quiver bench: %s has %u-d queries; collection \"%s\" is "
-            "%u-d\n", o->queries, x.dim, o->name, info.config.dim);
+    fprintf(errf,
+            "quiver bench: %s has %u-d queries; collection \"%s\" is "
+            "%u-d\n",
+            o->queries, x.dim, o->name, info.config.dim);
     free(q);
     return CLI_EXIT_FAIL;
   }
@@ -381,7 +387,7 @@ static int bench_run(const bench_opts *o, qv_collection *c, FILE *out,
     rc = o->gt ? load_gt(&x, o->gt, &e) : exact_gt(&x, max_threads, errf, &e);
   /* One untimed pass first, so the first setting does not pay for faulting
    * in the collection's pages. */
-  if (rc == QV_OK && o->ef.n > 0) {
+  if (rc == QV_OK && !o->exact_only) {
     qv_search_params p;
     qv_search_params_init(&p);
     p.k = x.k;
@@ -394,15 +400,16 @@ static int bench_run(const bench_opts *o, qv_collection *c, FILE *out,
     free(lat);
   }
   bool header = false;
-  for (size_t i = 0; rc == QV_OK && i < o->ef.n; i++)
+  for (size_t i = 0; rc == QV_OK && !o->exact_only && i < o->ef.n; i++)
     for (size_t t = 0; rc == QV_OK && t < o->threads.n; t++) {
-      setting_result r = {.ef = o->ef.v[i], .threads = o->threads.v[t],
-                          .nq = x.nq};
+      setting_result r = {
+          .ef = o->ef.v[i], .threads = o->threads.v[t], .nq = x.nq};
       rc = run_setting(&x, o, &info, &r, &e);
       if (rc == QV_OK) print_result(out, o, &r, &header);
     }
   for (size_t t = 0; rc == QV_OK && o->exact && t < o->threads.n; t++) {
-    setting_result r = {.exact = true, .threads = o->threads.v[t],
+    setting_result r = {.exact = true,
+                        .threads = o->threads.v[t],
                         .nq = x.nq < o->exact_limit ? x.nq : o->exact_limit};
     rc = run_setting(&x, o, &info, &r, &e);
     if (rc == QV_OK) print_result(out, o, &r, &header);
@@ -422,22 +429,23 @@ static int bench_run(const bench_opts *o, qv_collection *c, FILE *out,
 }
 
 int cmd_bench(int argc, char **argv, FILE *out, FILE *errf) {
-  bench_opts o = {.k = 10, .repeat = 3, .exact_limit = 1000,
-                  .min_pass_ms = 200};
+  bench_opts o = {
+      .k = 10, .repeat = 3, .exact_limit = 1000, .min_pass_ms = 200};
   const char *ef_default = "10,20,40,80", *threads_default = "1";
   cli_parse_u32_list(ef_default, &o.ef);
   cli_parse_u32_list(threads_default, &o.threads);
   cli_flag flags[] = {
-      {"data-dir", CLI_FLAG_STR, &o.data_dir, "DIR", "database directory", 0,
+      {"data-dir", CLI_FLAG_STR, &o.data_dir, "DIR", "database directory", 0, 0,
+       true, false},
+      {"collection", CLI_FLAG_STR, &o.name, "NAME", "collection to measure", 0,
        0, true, false},
-      {"collection", CLI_FLAG_STR, &o.name, "NAME", "collection to measure",
-       0, 0, true, false},
       {"queries", CLI_FLAG_STR, &o.queries, "FILE",
        "query vectors (.fvecs, .npy or .jsonl, optionally .gz)", 0, 0, true,
        false},
       {"gt", CLI_FLAG_STR, &o.gt, "FILE",
        "ground truth .ivecs(.gz): base row numbers, nearest first (default: "
-       "exact search)", 0, 0, false, false},
+       "exact search)",
+       0, 0, false, false},
       {"k", CLI_FLAG_U32, &o.k, "K", "neighbours per query (default 10)", 1,
        10000, false, false},
       {"ef", CLI_FLAG_U32_LIST, &o.ef, "LIST",
@@ -452,11 +460,14 @@ int cmd_bench(int argc, char **argv, FILE *out, FILE *errf) {
       {"exact", CLI_FLAG_BOOL, &o.exact, NULL,
        "add brute-force rows (ef ignored) with the scan rate", 0, 0, false,
        false},
+      {"exact-only", CLI_FLAG_BOOL, &o.exact_only, NULL,
+       "only the brute-force rows (implies --exact)", 0, 0, false, false},
       {"exact-queries", CLI_FLAG_U64, &o.exact_limit, "N",
        "queries for the brute-force rows (default 1000)", 1, 0, false, false},
       {"min-pass-ms", CLI_FLAG_U32, &o.min_pass_ms, "MS",
        "run a small query set in rounds so each pass lasts this long "
-       "(default 200; 0 = one round)", 0, 600000, false, false},
+       "(default 200; 0 = one round)",
+       0, 600000, false, false},
       {"json", CLI_FLAG_BOOL, &o.json, NULL,
        "one JSON object a line per setting, then a summary line", 0, 0, false,
        false},
@@ -464,17 +475,22 @@ int cmd_bench(int argc, char **argv, FILE *out, FILE *errf) {
        "log the library's info messages", 0, 0, false, false},
   };
   cli_cmd_spec spec = {
-      "bench", NULL,
+      "bench",
+      NULL,
       "Measures recall@k, QPS (median of --repeat passes) and p50/p99 "
       "latency for\nevery (ef, threads) pair, and brute force with --exact. "
       "Ground truth ids are\nbase row numbers (= point ids of an .fvecs/.npy "
       "import).",
-      flags, sizeof flags / sizeof flags[0], 0, 0};
+      flags,
+      sizeof flags / sizeof flags[0],
+      0,
+      0};
   size_t n_pos;
   int pr = cli_parse(&spec, argc, argv, NULL, &n_pos, out, errf);
   if (pr != CLI_PARSE_OK)
     return pr == CLI_PARSE_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
   cli_log_install(o.verbose);
+  if (o.exact_only) o.exact = true;
   qv_db *db = NULL;
   qv_collection *c = NULL;
   int status = cli_open_existing("bench", o.data_dir, o.name, &db, &c, errf);

@@ -31,8 +31,8 @@ typedef struct import_opts {
  * library's message says the rest. */
 static void report_upsert_error(FILE *errf, const reader *r,
                                 const reader_batch *b, const qv_err *e) {
-  const char *w = reader_recno_word(r);
-  uint32_t dim = reader_dim(r);
+  const char *w = cli_reader_recno_word(r);
+  uint32_t dim = cli_reader_dim(r);
   for (size_t i = 0; i < b->n; i++)
     for (uint32_t j = 0; j < dim; j++) {
       float v = b->vecs[i * dim + j];
@@ -41,7 +41,7 @@ static void report_upsert_error(FILE *errf, const reader *r,
         fprintf(errf,
                 "quiver import: %s: %s %llu (id %s): vector[%u] is %s "
                 "(%s: %s)\n",
-                reader_path(r), w, (unsigned long long)b->recnos[i],
+                cli_reader_path(r), w, (unsigned long long)b->recnos[i],
                 qv_id_format(&b->ids[i], idb), j, isnan(v) ? "NaN" : "infinite",
                 qv_rc_name(e->rc), e->msg);
         return;
@@ -51,11 +51,11 @@ static void report_upsert_error(FILE *errf, const reader *r,
    * I/O failure the batch's fate is whatever the log recovers. */
   bool validation = e->rc == QV_EINVAL || e->rc == QV_EDIM;
   if (b->n == 1)
-    fprintf(errf, "quiver import: %s: %s %llu: %s: %s\n", reader_path(r), w,
+    fprintf(errf, "quiver import: %s: %s %llu: %s: %s\n", cli_reader_path(r), w,
             (unsigned long long)b->recnos[0], qv_rc_name(e->rc), e->msg);
   else
     fprintf(errf, "quiver import: %s: %ss %llu..%llu%s: %s: %s\n",
-            reader_path(r), w, (unsigned long long)b->recnos[0],
+            cli_reader_path(r), w, (unsigned long long)b->recnos[0],
             (unsigned long long)b->recnos[b->n - 1],
             validation ? " (none of them stored)" : "", qv_rc_name(e->rc),
             e->msg);
@@ -63,15 +63,17 @@ static void report_upsert_error(FILE *errf, const reader *r,
 
 /* Gets the collection, creating it when missing; checks an existing one
  * against the file. Returns an exit status. */
-static int open_collection(const import_opts *o, qv_db *db, uint32_t dim, const char *path,
-                           qv_collection **out, FILE *errf) {
+static int open_collection(const import_opts *o, qv_db *db, uint32_t dim,
+                           const char *path, qv_collection **out, FILE *errf) {
   qv_err e = {0};
   qv_distance dist = o->dist;
   qv_rc rc = qv_collection_get(db, o->name, out, &e);
   if (rc == QV_ENOTFOUND) {
     if (o->distance == NULL) {
-      fprintf(errf, "quiver import: --distance is required to create "
-              "collection \"%s\"\n", o->name);
+      fprintf(errf,
+              "quiver import: --distance is required to create "
+              "collection \"%s\"\n",
+              o->name);
       return CLI_EXIT_USAGE;
     }
     qv_collection_config cfg;
@@ -83,7 +85,8 @@ static int open_collection(const import_opts *o, qv_db *db, uint32_t dim, const 
     if (o->shards_set) cfg.shard_number = o->shards;
     if (o->full_scan_set) cfg.full_scan_threshold = o->full_scan;
     rc = qv_collection_create(db, o->name, &cfg, &e);
-    if (rc == QV_OK || rc == QV_EEXIST) rc = qv_collection_get(db, o->name, out, &e);
+    if (rc == QV_OK || rc == QV_EEXIST)
+      rc = qv_collection_get(db, o->name, out, &e);
   }
   if (rc != QV_OK) {
     fprintf(errf, "quiver import: collection \"%s\": %s\n", o->name, e.msg);
@@ -131,7 +134,8 @@ static bool bufs_alloc(batch_bufs *bb, size_t cap, uint32_t dim) {
   bb->b.recnos = malloc(cap * sizeof *bb->b.recnos);
   bb->b.payloads = malloc(cap * sizeof *bb->b.payloads);
   bb->b.payload_lens = malloc(cap * sizeof *bb->b.payload_lens);
-  bb->points = calloc(cap, sizeof *bb->points); /* zeroed: fields we do not set stay empty */
+  /* zeroed: the fields we do not set (named vectors) stay empty */
+  bb->points = calloc(cap, sizeof *bb->points);
   return bb->b.vecs && bb->b.ids && bb->b.recnos && bb->b.payloads &&
          bb->b.payload_lens && bb->points;
 }
@@ -148,21 +152,20 @@ static void bufs_free(batch_bufs *bb) {
 /* Streams the file into the collection. Returns an exit status. */
 static int load(qv_collection *c, reader *r, uint32_t batch, uint64_t *n_out,
                 FILE *errf) {
-  uint32_t dim = reader_dim(r);
+  uint32_t dim = cli_reader_dim(r);
   batch_bufs bb;
   int status = CLI_EXIT_OK;
   if (!bufs_alloc(&bb, batch, dim)) {
-    fprintf(errf, "quiver import: no memory for a batch of %u points\n",
-            batch);
+    fprintf(errf, "quiver import: no memory for a batch of %u points\n", batch);
     bufs_free(&bb);
     return CLI_EXIT_FAIL;
   }
   cli_progress prog;
-  cli_progress_init(&prog, errf, reader_total(r), "points");
+  cli_progress_init(&prog, errf, cli_reader_total(r), "points");
   uint64_t n = 0;
   qv_err e = {0};
   while (1) {
-    if (reader_next(r, &bb.b, &e) != QV_OK) {
+    if (cli_reader_next(r, &bb.b, &e) != QV_OK) {
       cli_progress_finish(&prog);
       fprintf(errf, "quiver import: %s\n", e.msg);
       status = CLI_EXIT_FAIL;
@@ -200,9 +203,12 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
        "collection to load into (created if missing)", 0, 0, true, false},
       {"distance", CLI_FLAG_STR, &o.distance, "D",
        "Euclid, Cosine, Dot or Manhattan; needed to create the collection, "
-       "checked otherwise", 0, 0, false, false},
-      {"m", CLI_FLAG_U32, &o.m, "M", "HNSW degree of a new collection "
-       "(default 16)", 4, 128, false, false},
+       "checked otherwise",
+       0, 0, false, false},
+      {"m", CLI_FLAG_U32, &o.m, "M",
+       "HNSW degree of a new collection "
+       "(default 16)",
+       4, 128, false, false},
       {"ef-construct", CLI_FLAG_U32, &o.ef_construct, "EF",
        "HNSW build beam of a new collection (default 100)", 8, 4096, false,
        false},
@@ -210,21 +216,26 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
        "shards of a new collection (default 1)", 1, 1024, false, false},
       {"full-scan-threshold", CLI_FLAG_U32, &o.full_scan, "N",
        "segments of fewer points are searched exactly, in a new collection "
-       "(default 10000)", 0, 0, false, false},
-      {"batch", CLI_FLAG_U32, &o.batch, "N",
-       "points per upsert (default 1000)", 1, 1000000, false, false},
+       "(default 10000)",
+       0, 0, false, false},
+      {"batch", CLI_FLAG_U32, &o.batch, "N", "points per upsert (default 1000)",
+       1, 1000000, false, false},
       {"build-threads", CLI_FLAG_U32, &o.build_threads, "N",
        "index build threads; 0 = all CPUs (default)", 0, 1024, false, false},
       {"verbose", CLI_FLAG_BOOL, &o.verbose, NULL,
        "log the library's info messages", 0, 0, false, false},
   };
   cli_cmd_spec spec = {
-      "import", "FILE",
+      "import",
+      "FILE",
       "Loads FILE (.fvecs, .npy float32 2-D, or .jsonl lines of {\"id\", "
       "\"vector\",\n\"payload\"}; any of them .gz) into a collection, then "
       "builds its index.\nIds of .fvecs/.npy rows are their 0-based row "
       "numbers.",
-      flags, sizeof flags / sizeof flags[0], 1, 1};
+      flags,
+      sizeof flags / sizeof flags[0],
+      1,
+      1};
   const char *pos[1];
   size_t n_pos;
   int pr = cli_parse(&spec, argc, argv, pos, &n_pos, out, errf);
@@ -236,22 +247,25 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
   o.shards_set = cli_flag_seen(&spec, "shards");
   o.full_scan_set = cli_flag_seen(&spec, "full-scan-threshold");
   qv_err e = {0};
-  if (o.distance != NULL && qv_distance_parse(o.distance, &o.dist, &e) != QV_OK) {
-    fprintf(errf, "quiver import: --distance: \"%s\" is not one of Euclid, "
-            "Cosine, Dot, Manhattan\n", o.distance);
+  if (o.distance != NULL &&
+      qv_distance_parse(o.distance, &o.dist, &e) != QV_OK) {
+    fprintf(errf,
+            "quiver import: --distance: \"%s\" is not one of Euclid, "
+            "Cosine, Dot, Manhattan\n",
+            o.distance);
     return CLI_EXIT_USAGE;
   }
 
   const char *path = pos[0];
   reader *r = NULL;
-  if (reader_open(path, &r, &e) != QV_OK) {
+  if (cli_reader_open(path, &r, &e) != QV_OK) {
     fprintf(errf, "quiver import: %s\n", e.msg);
     return CLI_EXIT_FAIL;
   }
-  uint32_t dim = reader_dim(r);
+  uint32_t dim = cli_reader_dim(r);
   if (dim == 0) {
     /* An empty stream from gzip usually means a corrupt .gz: say that. */
-    if (reader_close(r, &e) != QV_OK)
+    if (cli_reader_close(r, &e) != QV_OK)
       fprintf(errf, "quiver import: %s\n", e.msg);
     else
       fprintf(errf, "quiver import: %s holds no vectors\n", path);
@@ -264,7 +278,7 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
   qv_db *db = NULL;
   if (qv_open(o.data_dir, &oo, &db, &e) != QV_OK) {
     fprintf(errf, "quiver import: %s: %s\n", o.data_dir, e.msg);
-    reader_close(r, NULL);
+    cli_reader_close(r, NULL);
     return CLI_EXIT_FAIL;
   }
   qv_collection *c = NULL;
@@ -275,11 +289,11 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
     status = load(c, r, o.batch, &n, errf);
     t_load = cli_now() - t0;
   }
-  if (status == CLI_EXIT_OK && reader_close(r, &e) != QV_OK) {
+  if (status == CLI_EXIT_OK && cli_reader_close(r, &e) != QV_OK) {
     fprintf(errf, "quiver import: %s\n", e.msg);
     status = CLI_EXIT_FAIL;
   } else if (status != CLI_EXIT_OK) {
-    reader_close(r, NULL);
+    cli_reader_close(r, NULL);
   }
   r = NULL;
   if (status == CLI_EXIT_OK) {
@@ -297,8 +311,8 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
   }
   if (status == CLI_EXIT_OK)
     fprintf(out,
-            "imported %llu points (%u-d) in %.1f s: %.0f points/s; indexed "
-            "in %.1f s\n",
+            "imported %llu points (%u-d) in %.2f s: %.0f points/s; indexed "
+            "in %.2f s\n",
             (unsigned long long)n, dim, t_load,
             t_load > 0 ? (double)n / t_load : 0.0, t_index);
   if (c != NULL) qv_collection_release(c);

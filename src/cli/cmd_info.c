@@ -75,9 +75,9 @@ static void info_text(FILE *out, const char *name,
           human_bytes(in->vector_bytes, b1),
           (unsigned long long)in->graph_bytes, human_bytes(in->graph_bytes, b2),
           (unsigned long long)in->payload_bytes,
-          human_bytes(in->payload_bytes, b3),
-          (unsigned long long)in->wal_bytes, human_bytes(in->wal_bytes, b4),
-          in->build_seconds, in->isa ? in->isa : "?",
+          human_bytes(in->payload_bytes, b3), (unsigned long long)in->wal_bytes,
+          human_bytes(in->wal_bytes, b4), in->build_seconds,
+          in->isa ? in->isa : "?",
           in->is_failed ? "FAILED (closed after an I/O error)" : "ok");
 }
 
@@ -119,9 +119,9 @@ static int list_collections(qv_db *db, bool json, FILE *out, FILE *errf) {
     bool ok = qv_collection_get(db, names[i], &c, &e) == QV_OK &&
               qv_collection_info_get(c, &info, &e) == QV_OK;
     if (json) {
-      json_array_append_new(arr, ok ? info_json(names[i], &info)
-                                    : json_pack("{s:s, s:s}", "name", names[i],
-                                                "error", e.msg));
+      json_array_append_new(
+          arr, ok ? info_json(names[i], &info)
+                  : json_pack("{s:s, s:s}", "name", names[i], "error", e.msg));
     } else if (ok) {
       fprintf(out, "%s\t%llu points\t%u-d\t%s\n", names[i],
               (unsigned long long)info.points_count, info.config.dim,
@@ -145,8 +145,8 @@ int cmd_info(int argc, char **argv, FILE *out, FILE *errf) {
   const char *dir = NULL, *name = NULL;
   bool json = false, verbose = false;
   cli_flag flags[] = {
-      {"data-dir", CLI_FLAG_STR, &dir, "DIR", "database directory", 0, 0,
-       true, false},
+      {"data-dir", CLI_FLAG_STR, &dir, "DIR", "database directory", 0, 0, true,
+       false},
       {"collection", CLI_FLAG_STR, &name, "NAME",
        "show this collection (default: list all)", 0, 0, false, false},
       {"json", CLI_FLAG_BOOL, &json, NULL, "print JSON", 0, 0, false, false},
@@ -154,11 +154,15 @@ int cmd_info(int argc, char **argv, FILE *out, FILE *errf) {
        "log the library's info messages", 0, 0, false, false},
   };
   cli_cmd_spec spec = {
-      "info", NULL,
+      "info",
+      NULL,
       "Lists the collections of a database directory, or shows one "
       "collection's\nconfiguration, point counts, memory and index build "
       "time.",
-      flags, sizeof flags / sizeof flags[0], 0, 0};
+      flags,
+      sizeof flags / sizeof flags[0],
+      0,
+      0};
   size_t n_pos;
   int pr = cli_parse(&spec, argc, argv, NULL, &n_pos, out, errf);
   if (pr != CLI_PARSE_OK)

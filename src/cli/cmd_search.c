@@ -33,14 +33,16 @@ static int load_query(const search_opts *o, float **q, size_t *dim,
   float *all = NULL;
   size_t n = 0;
   uint32_t d = 0;
-  if (reader_load_all(o->query_file, (size_t)o->query_index + 1, &all, &n, &d,
-                      &e) != QV_OK) {
+  if (cli_reader_load_all(o->query_file, (size_t)o->query_index + 1, &all, &n,
+                          &d, &e) != QV_OK) {
     fprintf(errf, "quiver search: %s\n", e.msg);
     return CLI_EXIT_FAIL;
   }
   if (o->query_index >= n) {
-    fprintf(errf, "quiver search: --query-index %llu: %s holds only %zu "
-            "records\n", (unsigned long long)o->query_index, o->query_file, n);
+    fprintf(errf,
+            "quiver search: --query-index %llu: %s holds only %zu "
+            "records\n",
+            (unsigned long long)o->query_index, o->query_file, n);
     free(all);
     return CLI_EXIT_FAIL;
   }
@@ -97,17 +99,16 @@ static void print_hits(FILE *out, const search_opts *o, const qv_hit *hits,
 int cmd_search(int argc, char **argv, FILE *out, FILE *errf) {
   search_opts o = {.k = 10};
   cli_flag flags[] = {
-      {"data-dir", CLI_FLAG_STR, &o.data_dir, "DIR", "database directory", 0,
-       0, true, false},
+      {"data-dir", CLI_FLAG_STR, &o.data_dir, "DIR", "database directory", 0, 0,
+       true, false},
       {"collection", CLI_FLAG_STR, &o.name, "NAME", "collection to search", 0,
        0, true, false},
-      {"k", CLI_FLAG_U32, &o.k, "K", "results wanted (default 10)", 1,
-       100000, false, false},
-      {"ef", CLI_FLAG_U32, &o.ef, "EF",
-       "HNSW beam width (default max(k, 64))", 1, 1000000, false, false},
+      {"k", CLI_FLAG_U32, &o.k, "K", "results wanted (default 10)", 1, 100000,
+       false, false},
+      {"ef", CLI_FLAG_U32, &o.ef, "EF", "HNSW beam width (default max(k, 64))",
+       1, 1000000, false, false},
       {"exact", CLI_FLAG_BOOL, &o.exact, NULL,
-       "brute force over every point instead of the index", 0, 0, false,
-       false},
+       "brute force over every point instead of the index", 0, 0, false, false},
       {"vector", CLI_FLAG_STR, &o.vector, "\"X,Y,...\"",
        "the query as comma-separated numbers", 0, 0, false, false},
       {"query-file", CLI_FLAG_STR, &o.query_file, "FILE",
@@ -122,11 +123,15 @@ int cmd_search(int argc, char **argv, FILE *out, FILE *errf) {
        "log the library's info messages", 0, 0, false, false},
   };
   cli_cmd_spec spec = {
-      "search", NULL,
+      "search",
+      NULL,
       "Finds the k nearest points to a query vector. Prints \"id<TAB>score\" "
       "a line,\nbest first (Cosine/Dot: similarity, descending; "
       "Euclid/Manhattan: distance,\nascending).",
-      flags, sizeof flags / sizeof flags[0], 0, 0};
+      flags,
+      sizeof flags / sizeof flags[0],
+      0,
+      0};
   size_t n_pos;
   int pr = cli_parse(&spec, argc, argv, NULL, &n_pos, out, errf);
   if (pr != CLI_PARSE_OK)
@@ -134,7 +139,7 @@ int cmd_search(int argc, char **argv, FILE *out, FILE *errf) {
   cli_log_install(o.verbose);
   if ((o.vector == NULL) == (o.query_file == NULL)) {
     fprintf(errf, "quiver search: give exactly one of --vector and "
-            "--query-file\n");
+                  "--query-file\n");
     return CLI_EXIT_USAGE;
   }
   if (cli_flag_seen(&spec, "query-index") && o.query_file == NULL) {

@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "server/server.h"
 #include "cli/cli_util.h"
 #include "quiver.h"
+#include "server/server.h"
 
 typedef struct command {
   const char *name;
@@ -29,14 +29,14 @@ static const command commands[] = {
     {"search", cmd_search, "k-nearest-neighbour search for one vector"},
     {"info", cmd_info, "list collections or show one collection's state"},
     {"bench", cmd_bench, "recall, QPS and latency over a query file"},
-    {"serve", cmd_serve, "Qdrant-compatible REST server (see quiver serve --help)"},
+    {"serve", cmd_serve,
+     "Qdrant-compatible REST server (see quiver serve --help)"},
 };
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: quiver [--verbose] <command> [options]\n"
-          "       quiver <command> --help\n"
-          "       quiver --version\n\ncommands:\n");
+  fprintf(f, "usage: quiver [--verbose] <command> [options]\n"
+             "       quiver <command> --help\n"
+             "       quiver --version\n\ncommands:\n");
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
 }

@@ -68,8 +68,8 @@ static qv_rc fvecs_next(reader *r, reader_batch *b, qv_err *err) {
     size_t got = cli_read_full(r->in.f, b->vecs + i * r->dim, bytes);
     if (got < bytes)
       return cli_err_set(err, ferror(r->in.f) ? QV_EIO : QV_EINVAL,
-                         "%s: record %llu: %s (%zu of %zu data bytes)",
-                         r->path, (unsigned long long)r->next_recno,
+                         "%s: record %llu: %s (%zu of %zu data bytes)", r->path,
+                         (unsigned long long)r->next_recno,
                          ferror(r->in.f) ? "read error" : "truncated", got,
                          bytes);
     b->ids[i] = qv_id_num(r->next_recno);
@@ -90,7 +90,7 @@ static void fvecs_close(reader *r) {
 
 static const reader_ops fvecs_ops = {"fvecs", "row", fvecs_next, fvecs_close};
 
-qv_rc fvecs_reader_init(reader *r, qv_err *err) {
+qv_rc cli_fvecs_init(reader *r, qv_err *err) {
   r->ops = &fvecs_ops;
   fvecs_state *s = calloc(1, sizeof *s);
   if (s == NULL) return cli_err_set(err, QV_ENOMEM, "no memory");
@@ -109,8 +109,8 @@ qv_rc fvecs_reader_init(reader *r, qv_err *err) {
   return QV_OK;
 }
 
-qv_rc vecs_load(const char *path, void **out, size_t *n_out, uint32_t *dim,
-                qv_err *err) {
+qv_rc cli_vecs_load(const char *path, void **out, size_t *n_out, uint32_t *dim,
+                    qv_err *err) {
   reader r;
   memset(&r, 0, sizeof r);
   r.path = (char *)path;
@@ -120,7 +120,7 @@ qv_rc vecs_load(const char *path, void **out, size_t *n_out, uint32_t *dim,
   size_t n = 0, cap = 0;
   qv_point_id *ids = NULL;
   uint64_t *recnos = NULL;
-  rc = fvecs_reader_init(&r, err);
+  rc = cli_fvecs_init(&r, err);
   if (rc == QV_OK && r.dim > 0) {
     enum { CHUNK = 4096 };
     ids = malloc(CHUNK * sizeof *ids);
@@ -139,8 +139,8 @@ qv_rc vecs_load(const char *path, void **out, size_t *n_out, uint32_t *dim,
         data = nd;
         cap = ncap;
       }
-      reader_batch b = {.cap = CHUNK, .vecs = data + n * r.dim, .ids = ids,
-                        .recnos = recnos};
+      reader_batch b = {
+          .cap = CHUNK, .vecs = data + n * r.dim, .ids = ids, .recnos = recnos};
       rc = fvecs_next(&r, &b, err);
       if (rc != QV_OK || b.n == 0) break;
       n += b.n;

@@ -20,13 +20,13 @@
 typedef struct jsonl_state {
   char *line;
   size_t line_cap;
-  uint64_t lineno;   /* of the line last read */
-  bool has_pending;  /* the first record, parsed by init to learn dim */
+  uint64_t lineno;  /* of the line last read */
+  bool has_pending; /* the first record, parsed by init to learn dim */
   qv_point_id pending_id;
   float *pending_vec;
   char *pending_payload;
   uint64_t pending_lineno;
-  char **owned;      /* payload strings handed out by the last batch */
+  char **owned; /* payload strings handed out by the last batch */
   size_t n_owned, owned_cap;
 } jsonl_state;
 
@@ -62,8 +62,7 @@ static qv_rc parse_id(reader *r, uint64_t ln, json_t *v, qv_point_id *out,
     return cli_err_set(err, QV_EINVAL,
                        "%s: line %llu: id \"%.40s\" is not a UUID (string "
                        "ids must be UUIDs; numbers must be unquoted)",
-                       r->path, (unsigned long long)ln,
-                       json_string_value(v));
+                       r->path, (unsigned long long)ln, json_string_value(v));
   }
   return cli_err_set(err, QV_EINVAL,
                      "%s: line %llu: id is %s: expected an unsigned integer "
@@ -84,12 +83,12 @@ static qv_rc parse_line(reader *r, const char *line, size_t len, uint64_t ln,
   *payload = NULL;
   json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
   if (o == NULL)
-    return cli_err_set(err, QV_EINVAL,
-                       "%s: line %llu: invalid JSON at column %d: %s%s",
-                       r->path, (unsigned long long)ln, jerr.column,
-                       jerr.text,
-                       strstr(jerr.text, "too big") ? " (integers above "
-                       "2^63-1 are not supported)" : "");
+    return cli_err_set(
+        err, QV_EINVAL, "%s: line %llu: invalid JSON at column %d: %s%s",
+        r->path, (unsigned long long)ln, jerr.column, jerr.text,
+        strstr(jerr.text, "too big") ? " (integers above "
+                                       "2^63-1 are not supported)"
+                                     : "");
   if (!json_is_object(o)) {
     rc = cli_err_set(err, QV_EINVAL,
                      "%s: line %llu: the line is %s: expected an object "
@@ -113,9 +112,8 @@ static qv_rc parse_line(reader *r, const char *line, size_t len, uint64_t ln,
   json_t *jvec = json_object_get(o, "vector");
   json_t *jpay = json_object_get(o, "payload");
   if (jid == NULL || jvec == NULL) {
-    rc = cli_err_set(err, QV_EINVAL, "%s: line %llu: missing \"%s\"",
-                     r->path, (unsigned long long)ln,
-                     jid == NULL ? "id" : "vector");
+    rc = cli_err_set(err, QV_EINVAL, "%s: line %llu: missing \"%s\"", r->path,
+                     (unsigned long long)ln, jid == NULL ? "id" : "vector");
     goto out;
   }
   rc = parse_id(r, ln, jid, id, err);
@@ -222,12 +220,13 @@ static qv_rc keep_payload(jsonl_state *s, char *p, qv_err *err) {
   return QV_OK;
 }
 
-static void emit(reader_batch *b, size_t i, const qv_point_id *id,
-                 uint64_t ln, char *payload) {
+static void emit(reader_batch *b, size_t i, const qv_point_id *id, uint64_t ln,
+                 char *payload) {
   b->ids[i] = *id;
   b->recnos[i] = ln;
   if (b->payloads != NULL) b->payloads[i] = payload;
-  if (b->payload_lens != NULL) b->payload_lens[i] = payload ? strlen(payload) : 0;
+  if (b->payload_lens != NULL)
+    b->payload_lens[i] = payload ? strlen(payload) : 0;
 }
 
 static qv_rc jsonl_next(reader *r, reader_batch *b, qv_err *err) {
@@ -275,10 +274,9 @@ static void jsonl_close(reader *r) {
   r->impl = NULL;
 }
 
-static const reader_ops jsonl_ops = {"jsonl", "line", jsonl_next,
-                                     jsonl_close};
+static const reader_ops jsonl_ops = {"jsonl", "line", jsonl_next, jsonl_close};
 
-qv_rc jsonl_reader_init(reader *r, qv_err *err) {
+qv_rc cli_jsonl_init(reader *r, qv_err *err) {
   r->ops = &jsonl_ops;
   jsonl_state *s = calloc(1, sizeof *s);
   if (s == NULL) return cli_err_set(err, QV_ENOMEM, "no memory");

@@ -118,8 +118,10 @@ static qv_rc parse_header(reader *r, const char *text, size_t len,
     } else if (strcmp(key, "shape") == 0) {
       if (!parse_shape(&c, h)) goto bad;
     } else {
-      return cli_err_set(err, QV_EINVAL, "%s: unexpected key '%s' in the NPY "
-                         "header", r->path, key);
+      return cli_err_set(err, QV_EINVAL,
+                         "%s: unexpected key '%s' in the NPY "
+                         "header",
+                         r->path, key);
     }
     if (!eat(&c, ',')) {
       if (!eat(&c, '}')) goto bad;
@@ -127,16 +129,14 @@ static qv_rc parse_header(reader *r, const char *text, size_t len,
     }
   }
   if (h->descr[0] == 0 || h->fortran < 0 || h->ndim < 0)
-    return cli_err_set(err, QV_EINVAL,
-                       "%s: NPY header lacks %s", r->path,
+    return cli_err_set(err, QV_EINVAL, "%s: NPY header lacks %s", r->path,
                        h->descr[0] == 0 ? "'descr'"
                        : h->fortran < 0 ? "'fortran_order'"
                                         : "'shape'");
   return QV_OK;
 bad:
-  return cli_err_set(err, QV_EINVAL,
-                     "%s: malformed NPY header near \"%.30s\"", r->path,
-                     c.p < c.end ? c.p : "<end>");
+  return cli_err_set(err, QV_EINVAL, "%s: malformed NPY header near \"%.30s\"",
+                     r->path, c.p < c.end ? c.p : "<end>");
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -183,7 +183,7 @@ static void npy_close(reader *r) {
 
 static const reader_ops npy_ops = {"npy", "row", npy_next, npy_close};
 
-qv_rc npy_reader_init(reader *r, qv_err *err) {
+qv_rc cli_npy_init(reader *r, qv_err *err) {
   r->ops = &npy_ops;
   npy_state *s = calloc(1, sizeof *s);
   if (s == NULL) return cli_err_set(err, QV_ENOMEM, "no memory");
@@ -207,8 +207,8 @@ qv_rc npy_reader_init(reader *r, qv_err *err) {
   } else {
     if (cli_read_full(r->in.f, pre + 10, 2) < 2)
       return cli_err_set(err, QV_EINVAL, "%s: truncated NPY header", r->path);
-    hlen = (uint32_t)pre[8] | (uint32_t)pre[9] << 8 |
-           (uint32_t)pre[10] << 16 | (uint32_t)pre[11] << 24;
+    hlen = (uint32_t)pre[8] | (uint32_t)pre[9] << 8 | (uint32_t)pre[10] << 16 |
+           (uint32_t)pre[11] << 24;
   }
   if (hlen == 0 || hlen > NPY_HEADER_MAX)
     return cli_err_set(err, QV_EINVAL,

@@ -26,9 +26,9 @@
 
 /* Caller-owned buffers for one batch. The caller sets cap, vecs (cap * dim
  * floats), ids and recnos (cap entries each); payloads and payload_lens may
- * be NULL when the caller does not want payloads. reader_next sets n. A
- * payload string belongs to the reader and lives until the next reader_next
- * or reader_close; NULL means the record had none. */
+ * be NULL when the caller does not want payloads. cli_reader_next sets n. A
+ * payload string belongs to the reader and lives until the next cli_reader_next
+ * or cli_reader_close; NULL means the record had none. */
 typedef struct reader_batch {
   size_t cap;
   size_t n;
@@ -44,34 +44,34 @@ typedef struct reader reader;
 /* Opens `path`, reads its header (or first record) to learn the dimension.
  * Errors: QV_EIO (cannot open or read), QV_EINVAL (unknown extension or
  * malformed header/first record; the message says what is wrong). */
-qv_rc reader_open(const char *path, reader **out, qv_err *err);
+qv_rc cli_reader_open(const char *path, reader **out, qv_err *err);
 /* Dimension of every vector; 0 only for a file with no records. */
-uint32_t reader_dim(const reader *r);
+uint32_t cli_reader_dim(const reader *r);
 /* Records in the file when known ahead (npy shape, plain fvecs size), else
  * 0. Used for the progress bar only. */
-uint64_t reader_total(const reader *r);
+uint64_t cli_reader_total(const reader *r);
 /* "row" or "line": how reader_batch.recnos count, for messages. */
-const char *reader_recno_word(const reader *r);
-const char *reader_format(const reader *r); /* "fvecs", "npy", "jsonl" */
-const char *reader_path(const reader *r);
+const char *cli_reader_recno_word(const reader *r);
+const char *cli_reader_format(const reader *r); /* "fvecs", "npy", "jsonl" */
+const char *cli_reader_path(const reader *r);
 /* Fills up to b->cap records; b->n == 0 means end of file. On error b->n is
  * 0 and err names the file and record. */
-qv_rc reader_next(reader *r, reader_batch *b, qv_err *err);
+qv_rc cli_reader_next(reader *r, reader_batch *b, qv_err *err);
 /* Closes the file; for .gz, also reports a gzip failure (QV_EIO) when the
  * whole file was read. Accepts NULL. */
-qv_rc reader_close(reader *r, qv_err *err);
+qv_rc cli_reader_close(reader *r, qv_err *err);
 
 /* Reads the first `limit` records (0 = all) of a file in any reader format
  * into a malloc'd array of n * dim floats (queries for search and bench).
  * Ids and payloads are dropped. A file with no records is QV_EINVAL. */
-qv_rc reader_load_all(const char *path, size_t limit, float **out, size_t *n,
-                      uint32_t *dim, qv_err *err);
+qv_rc cli_reader_load_all(const char *path, size_t limit, float **out,
+                          size_t *n, uint32_t *dim, qv_err *err);
 
 /* Reads a whole .fvecs / .ivecs file (optionally .gz) into a malloc'd array
  * of n * dim 4-byte values (float for fvecs, int32 for ivecs; the layouts are
  * the same). Records must share one dimension. Errors as for the reader. */
-qv_rc vecs_load(const char *path, void **out, size_t *n, uint32_t *dim,
-                qv_err *err);
+qv_rc cli_vecs_load(const char *path, void **out, size_t *n, uint32_t *dim,
+                    qv_err *err);
 
 /* ---- for the format implementations only ------------------------------- */
 
@@ -93,8 +93,8 @@ struct reader {
 };
 
 /* Each reads its header from r->in and sets r->ops, r->dim, r->total. */
-qv_rc fvecs_reader_init(reader *r, qv_err *err);
-qv_rc npy_reader_init(reader *r, qv_err *err);
-qv_rc jsonl_reader_init(reader *r, qv_err *err);
+qv_rc cli_fvecs_init(reader *r, qv_err *err);
+qv_rc cli_npy_init(reader *r, qv_err *err);
+qv_rc cli_jsonl_init(reader *r, qv_err *err);
 
 #endif

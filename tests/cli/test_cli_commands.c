@@ -96,10 +96,9 @@ static void run_free(run_result *r) {
 
 /* Imports base.fvecs with HNSW forced on (full scan threshold 0). */
 static void import_base(void) {
-  run_result r = run(cmd_import, "import", "--data-dir", g_data,
-                     "--collection", "c", "--distance", "Euclid", "--m", "8",
-                     "--ef-construct", "64", "--full-scan-threshold", "0",
-                     g_base, NULL);
+  run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
+                     "c", "--distance", "Euclid", "--m", "8", "--ef-construct",
+                     "64", "--full-scan-threshold", "0", g_base, NULL);
   cr_assert_eq(r.status, 0, "import failed: %s", r.err);
   cr_assert(strstr(r.out, "imported 600 points (16-d) in ") == r.out, "%s",
             r.out);
@@ -111,17 +110,16 @@ static char *vector_arg(size_t row) {
   static char buf[1024];
   size_t off = 0;
   for (size_t j = 0; j < DIM; j++)
-    off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%.9g",
-                            j ? "," : "", (double)g_vecs[row * DIM + j]);
+    off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%.9g", j ? "," : "",
+                            (double)g_vecs[row * DIM + j]);
   return buf;
 }
 
 Test(cli_commands, searched_vector_finds_its_own_id_first, .init = setup,
      .fini = teardown) {
   import_base();
-  run_result r = run(cmd_search, "search", "--data-dir", g_data,
-                     "--collection", "c", "--k", "3", "--vector",
-                     vector_arg(123), NULL);
+  run_result r = run(cmd_search, "search", "--data-dir", g_data, "--collection",
+                     "c", "--k", "3", "--vector", vector_arg(123), NULL);
   cr_assert_eq(r.status, 0, "%s", r.err);
   cr_expect(strncmp(r.out, "123\t0\n", 6) == 0, "output:\n%s", r.out);
   int lines = 0;
@@ -133,9 +131,9 @@ Test(cli_commands, searched_vector_finds_its_own_id_first, .init = setup,
 Test(cli_commands, search_from_query_file_prints_json, .init = setup,
      .fini = teardown) {
   import_base();
-  run_result r = run(cmd_search, "search", "--data-dir", g_data,
-                     "--collection", "c", "--k", "5", "--exact", "--json",
-                     "--query-file", g_base, "--query-index", "77", NULL);
+  run_result r = run(cmd_search, "search", "--data-dir", g_data, "--collection",
+                     "c", "--k", "5", "--exact", "--json", "--query-file",
+                     g_base, "--query-index", "77", NULL);
   cr_assert_eq(r.status, 0, "%s", r.err);
   json_error_t je;
   json_t *j = json_loads(r.out, 0, &je);
@@ -147,10 +145,9 @@ Test(cli_commands, search_from_query_file_prints_json, .init = setup,
   cr_expect_eq(json_number_value(json_object_get(first, "score")), 0.0);
   /* scores ascend (Euclid is a distance) */
   for (size_t i = 1; i < 5; i++)
-    cr_expect_geq(json_number_value(json_object_get(json_array_get(j, i),
-                                                    "score")),
-                  json_number_value(json_object_get(json_array_get(j, i - 1),
-                                                    "score")));
+    cr_expect_geq(
+        json_number_value(json_object_get(json_array_get(j, i), "score")),
+        json_number_value(json_object_get(json_array_get(j, i - 1), "score")));
   json_decref(j);
   run_free(&r);
 }
@@ -171,10 +168,10 @@ static size_t parse_lines(char *text, json_t **objs, size_t cap) {
 Test(cli_commands, bench_json_lines_parse_and_exact_recall_is_one,
      .init = setup, .fini = teardown) {
   import_base();
-  run_result r = run(cmd_bench, "bench", "--data-dir", g_data,
-                     "--collection", "c", "--queries", g_queries, "--k", "10",
-                     "--ef", "16,64", "--threads", "1,2", "--repeat", "2",
-                     "--min-pass-ms", "0", "--exact", "--json", NULL);
+  run_result r = run(cmd_bench, "bench", "--data-dir", g_data, "--collection",
+                     "c", "--queries", g_queries, "--k", "10", "--ef", "16,64",
+                     "--threads", "1,2", "--repeat", "2", "--min-pass-ms", "0",
+                     "--exact", "--json", NULL);
   cr_assert_eq(r.status, 0, "%s", r.err);
   json_t *o[16];
   size_t n = parse_lines(r.out, o, 16);
@@ -212,13 +209,13 @@ Test(cli_commands, bench_json_lines_parse_and_exact_recall_is_one,
   run_free(&r);
 }
 
-Test(cli_commands, bench_against_gt_file_gives_exact_recall_one,
-     .init = setup, .fini = teardown) {
+Test(cli_commands, bench_against_gt_file_gives_exact_recall_one, .init = setup,
+     .fini = teardown) {
   import_base();
-  run_result r = run(cmd_bench, "bench", "--data-dir", g_data,
-                     "--collection", "c", "--queries", g_queries, "--gt",
-                     g_gt, "--ef", "32", "--repeat", "1", "--min-pass-ms",
-                     "0", "--exact", "--json", NULL);
+  run_result r =
+      run(cmd_bench, "bench", "--data-dir", g_data, "--collection", "c",
+          "--queries", g_queries, "--gt", g_gt, "--ef", "32", "--repeat", "1",
+          "--min-pass-ms", "0", "--exact", "--json", NULL);
   cr_assert_eq(r.status, 0, "%s", r.err);
   json_t *o[8];
   size_t n = parse_lines(r.out, o, 8);
@@ -233,9 +230,9 @@ Test(cli_commands, bench_against_gt_file_gives_exact_recall_one,
 Test(cli_commands, bench_table_has_a_row_per_setting, .init = setup,
      .fini = teardown) {
   import_base();
-  run_result r = run(cmd_bench, "bench", "--data-dir", g_data,
-                     "--collection", "c", "--queries", g_queries, "--ef",
-                     "8,16,32", "--repeat", "1", "--min-pass-ms", "0", NULL);
+  run_result r = run(cmd_bench, "bench", "--data-dir", g_data, "--collection",
+                     "c", "--queries", g_queries, "--ef", "8,16,32", "--repeat",
+                     "1", "--min-pass-ms", "0", NULL);
   cr_assert_eq(r.status, 0, "%s", r.err);
   cr_expect(strstr(r.out, "mode") == r.out, "%s", r.out);
   int rows = 0;
@@ -274,8 +271,8 @@ Test(cli_commands, reimport_with_other_dim_is_refused, .init = setup,
   char other[4200];
   snprintf(other, sizeof other, "%s/other.fvecs", g_dir);
   write_fvecs(other, g_vecs, 10, 8);
-  run_result r = run(cmd_import, "import", "--data-dir", g_data,
-                     "--collection", "c", "--distance", "Euclid", other, NULL);
+  run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
+                     "c", "--distance", "Euclid", other, NULL);
   cr_expect_eq(r.status, 1);
   cr_expect(strstr(r.err, "exists with 16-d vectors and distance Euclid") !=
                 NULL,
@@ -287,9 +284,8 @@ Test(cli_commands, reimport_with_other_dim_is_refused, .init = setup,
 Test(cli_commands, reimport_with_other_distance_is_refused, .init = setup,
      .fini = teardown) {
   import_base();
-  run_result r = run(cmd_import, "import", "--data-dir", g_data,
-                     "--collection", "c", "--distance", "Cosine", g_base,
-                     NULL);
+  run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
+                     "c", "--distance", "Cosine", g_base, NULL);
   cr_expect_eq(r.status, 1);
   cr_expect(strstr(r.err, "--distance Cosine") != NULL, "%s", r.err);
   run_free(&r);
@@ -299,8 +295,8 @@ Test(cli_commands, nan_in_a_row_is_reported_with_the_row, .init = setup,
      .fini = teardown) {
   g_vecs[5 * DIM + 3] = NAN;
   write_fvecs(g_base, g_vecs, N, DIM);
-  run_result r = run(cmd_import, "import", "--data-dir", g_data,
-                     "--collection", "c", "--distance", "Dot", g_base, NULL);
+  run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
+                     "c", "--distance", "Dot", g_base, NULL);
   cr_expect_eq(r.status, 1);
   cr_expect(strstr(r.err, "row 5 (id 5): vector[3] is NaN") != NULL, "%s",
             r.err);
@@ -323,8 +319,8 @@ Test(cli_commands, jsonl_import_keeps_uuid_ids_and_payloads, .init = setup,
       "{\"id\": \"3f2504e0-4f89-11d3-9a0c-0305e82c3301\", \"vector\": [1, 0], "
       "\"payload\": {\"color\": \"red\"}}\n"
       "{\"id\": 42, \"vector\": [0, 1], \"payload\": {\"color\": \"blue\"}}\n");
-  run_result r = run(cmd_import, "import", "--data-dir", g_data,
-                     "--collection", "j", "--distance", "Cosine", p, NULL);
+  run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
+                     "j", "--distance", "Cosine", p, NULL);
   cr_assert_eq(r.status, 0, "%s", r.err);
   cr_expect(strstr(r.out, "imported 2 points (2-d)") == r.out, "%s", r.out);
   run_free(&r);
@@ -340,8 +336,7 @@ Test(cli_commands, jsonl_import_keeps_uuid_ids_and_payloads, .init = setup,
   cr_expect_str_eq(json_string_value(json_object_get(
                        json_object_get(first, "payload"), "color")),
                    "red");
-  cr_expect_eq(json_integer_value(json_object_get(json_array_get(j, 1),
-                                                  "id")),
+  cr_expect_eq(json_integer_value(json_object_get(json_array_get(j, 1), "id")),
                42);
   json_decref(j);
   run_free(&r);
@@ -349,11 +344,11 @@ Test(cli_commands, jsonl_import_keeps_uuid_ids_and_payloads, .init = setup,
 
 Test(cli_commands, bad_jsonl_line_fails_naming_the_line, .init = setup,
      .fini = teardown) {
-  const char *p = write_jsonl("bad.jsonl",
-                              "{\"id\": 1, \"vector\": [1, 0]}\n"
-                              "{\"id\": 2, \"vector\": [1, \"x\"]}\n");
-  run_result r = run(cmd_import, "import", "--data-dir", g_data,
-                     "--collection", "j", "--distance", "Cosine", p, NULL);
+  const char *p =
+      write_jsonl("bad.jsonl", "{\"id\": 1, \"vector\": [1, 0]}\n"
+                               "{\"id\": 2, \"vector\": [1, \"x\"]}\n");
+  run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
+                     "j", "--distance", "Cosine", p, NULL);
   cr_expect_eq(r.status, 1);
   cr_expect(strstr(r.err, "line 2: vector[1] is a string") != NULL, "%s",
             r.err);
@@ -362,8 +357,8 @@ Test(cli_commands, bad_jsonl_line_fails_naming_the_line, .init = setup,
 
 Test(cli_commands, missing_distance_for_a_new_collection_is_usage,
      .init = setup, .fini = teardown) {
-  run_result r = run(cmd_import, "import", "--data-dir", g_data,
-                     "--collection", "new", g_base, NULL);
+  run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
+                     "new", g_base, NULL);
   cr_expect_eq(r.status, 2);
   cr_expect(strstr(r.err, "--distance is required") != NULL, "%s", r.err);
   run_free(&r);
@@ -371,8 +366,8 @@ Test(cli_commands, missing_distance_for_a_new_collection_is_usage,
 
 Test(cli_commands, usage_errors_exit_2_naming_the_flag, .init = setup,
      .fini = teardown) {
-  run_result r = run(cmd_import, "import", "--data-dir", g_data,
-                     "--collection", "c", "--m", "1000", g_base, NULL);
+  run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
+                     "c", "--m", "1000", g_base, NULL);
   cr_expect_eq(r.status, 2);
   cr_expect(strstr(r.err, "--m: 1000 is out of range") != NULL, "%s", r.err);
   run_free(&r);

@@ -38,8 +38,7 @@ static void fixture_init(fixture *f) {
 
 /* Runs cli_parse on a NULL-terminated argument list; the messages it
  * printed land in *msg (caller frees). */
-static int parse(fixture *f, char **msg, const char **pos, size_t *n_pos,
-                 ...) {
+static int parse(fixture *f, char **msg, const char **pos, size_t *n_pos, ...) {
   char *argv[32];
   int argc = 0;
   va_list ap;
@@ -215,8 +214,7 @@ Test(cli_numbers, floats_in_several_spellings) {
   cr_expect_eq(v[0], 0.1f);
   cr_expect_eq(v[2], -300.0f);
   free(v);
-  cr_assert_eq(cli_parse_floats(" [1, 2 ,3] ", &v, &n, &e), QV_OK, "%s",
-               e.msg);
+  cr_assert_eq(cli_parse_floats(" [1, 2 ,3] ", &v, &n, &e), QV_OK, "%s", e.msg);
   cr_expect_eq(n, 3);
   cr_expect_eq(v[1], 2.0f);
   free(v);

@@ -40,7 +40,8 @@ static void write_fvecs(const char *path, size_t n, int32_t dim) {
   cr_assert_not_null(f);
   for (size_t i = 0; i < n; i++) {
     float v[64];
-    for (int32_t j = 0; j < dim; j++) v[j] = (float)(i * 100 + (size_t)j) + 0.25f;
+    for (int32_t j = 0; j < dim; j++)
+      v[j] = (float)(i * 100 + (size_t)j) + 0.25f;
     put_record(f, dim, v, (size_t)dim);
   }
   fclose(f);
@@ -49,9 +50,9 @@ static void write_fvecs(const char *path, size_t n, int32_t dim) {
 /* Reads the whole file; returns the first error (err filled) or QV_OK. */
 static qv_rc read_all(const char *path, size_t *n_out, qv_err *err) {
   reader *r = NULL;
-  qv_rc rc = reader_open(path, &r, err);
+  qv_rc rc = cli_reader_open(path, &r, err);
   if (rc != QV_OK) return rc;
-  uint32_t dim = reader_dim(r) ? reader_dim(r) : 1;
+  uint32_t dim = cli_reader_dim(r) ? cli_reader_dim(r) : 1;
   float vecs[4 * 64];
   qv_point_id ids[4];
   uint64_t recnos[4];
@@ -59,10 +60,10 @@ static qv_rc read_all(const char *path, size_t *n_out, qv_err *err) {
   cr_assert_leq(dim, 64);
   size_t n = 0;
   do {
-    rc = reader_next(r, &b, err);
+    rc = cli_reader_next(r, &b, err);
     n += b.n;
   } while (rc == QV_OK && b.n > 0);
-  qv_rc crc = reader_close(r, rc == QV_OK ? err : NULL);
+  qv_rc crc = cli_reader_close(r, rc == QV_OK ? err : NULL);
   if (n_out) *n_out = n;
   return rc != QV_OK ? rc : crc;
 }
@@ -73,21 +74,25 @@ Test(read_fvecs, round_trip_in_batches_keeps_values_ids_and_row_numbers,
   write_fvecs(p, 5, 3);
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_OK, "%s", e.msg);
-  cr_assert_eq(reader_dim(r), 3);
-  cr_assert_eq(reader_total(r), 5);
-  cr_assert_str_eq(reader_format(r), "fvecs");
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_OK, "%s", e.msg);
+  cr_assert_eq(cli_reader_dim(r), 3);
+  cr_assert_eq(cli_reader_total(r), 5);
+  cr_assert_str_eq(cli_reader_format(r), "fvecs");
   float vecs[2 * 3];
   qv_point_id ids[2];
   uint64_t recnos[2];
   const char *payloads[2];
   size_t lens[2];
-  reader_batch b = {.cap = 2, .vecs = vecs, .ids = ids, .recnos = recnos,
-                    .payloads = payloads, .payload_lens = lens};
+  reader_batch b = {.cap = 2,
+                    .vecs = vecs,
+                    .ids = ids,
+                    .recnos = recnos,
+                    .payloads = payloads,
+                    .payload_lens = lens};
   size_t seen = 0;
   size_t sizes[] = {2, 2, 1, 0};
   for (int call = 0; call < 4; call++) {
-    cr_assert_eq(reader_next(r, &b, &e), QV_OK, "%s", e.msg);
+    cr_assert_eq(cli_reader_next(r, &b, &e), QV_OK, "%s", e.msg);
     cr_assert_eq(b.n, sizes[call], "call %d gave %zu", call, b.n);
     for (size_t i = 0; i < b.n; i++, seen++) {
       cr_expect(!ids[i].is_uuid);
@@ -98,7 +103,7 @@ Test(read_fvecs, round_trip_in_batches_keeps_values_ids_and_row_numbers,
         cr_expect_eq(vecs[i * 3 + j], (float)(seen * 100 + j) + 0.25f);
     }
   }
-  cr_assert_eq(reader_close(r, &e), QV_OK);
+  cr_assert_eq(cli_reader_close(r, &e), QV_OK);
   free(p);
 }
 
@@ -114,7 +119,8 @@ Test(read_fvecs, gzip_file_reads_the_same_values, .init = setup,
   size_t n = 0;
   uint32_t dim = 0;
   qv_err e = {0};
-  cr_assert_eq(reader_load_all(gz, 0, &v, &n, &dim, &e), QV_OK, "%s", e.msg);
+  cr_assert_eq(cli_reader_load_all(gz, 0, &v, &n, &dim, &e), QV_OK, "%s",
+               e.msg);
   cr_assert_eq(n, 7);
   cr_assert_eq(dim, 4);
   cr_expect_eq(v[6 * 4 + 3], 603.25f);
@@ -186,7 +192,7 @@ Test(read_fvecs, non_positive_dimension_is_refused_at_open, .init = setup,
   write_bytes(p, &d, 4);
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_EINVAL);
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_EINVAL);
   cr_expect(strstr(e.msg, "dimension -3 is outside") != NULL, "message: %s",
             e.msg);
   free(p);
@@ -197,19 +203,19 @@ Test(read_fvecs, empty_file_has_no_records, .init = setup, .fini = teardown) {
   write_bytes(p, "", 0);
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_OK, "%s", e.msg);
-  cr_expect_eq(reader_dim(r), 0);
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_OK, "%s", e.msg);
+  cr_expect_eq(cli_reader_dim(r), 0);
   float v[1];
   qv_point_id ids[1];
   uint64_t recnos[1];
   reader_batch b = {.cap = 1, .vecs = v, .ids = ids, .recnos = recnos};
-  cr_assert_eq(reader_next(r, &b, &e), QV_OK);
+  cr_assert_eq(cli_reader_next(r, &b, &e), QV_OK);
   cr_expect_eq(b.n, 0);
-  reader_close(r, NULL);
+  cli_reader_close(r, NULL);
   float *all = NULL;
   size_t n;
   uint32_t dim;
-  cr_expect_eq(reader_load_all(p, 0, &all, &n, &dim, &e), QV_EINVAL);
+  cr_expect_eq(cli_reader_load_all(p, 0, &all, &n, &dim, &e), QV_EINVAL);
   cr_expect(strstr(e.msg, "no vectors") != NULL, "message: %s", e.msg);
   free(p);
 }
@@ -227,7 +233,7 @@ Test(read_fvecs, ivecs_load_returns_the_integers, .init = setup,
   size_t n = 0;
   uint32_t dim = 0;
   qv_err e = {0};
-  cr_assert_eq(vecs_load(p, &raw, &n, &dim, &e), QV_OK, "%s", e.msg);
+  cr_assert_eq(cli_vecs_load(p, &raw, &n, &dim, &e), QV_OK, "%s", e.msg);
   cr_assert_eq(n, 3);
   cr_assert_eq(dim, 3);
   const int32_t *g = raw;
@@ -237,15 +243,14 @@ Test(read_fvecs, ivecs_load_returns_the_integers, .init = setup,
   free(p);
 }
 
-Test(read_fvecs, load_all_stops_at_the_limit, .init = setup,
-     .fini = teardown) {
+Test(read_fvecs, load_all_stops_at_the_limit, .init = setup, .fini = teardown) {
   char *p = path_in("l.fvecs");
   write_fvecs(p, 10, 2);
   float *v = NULL;
   size_t n = 0;
   uint32_t dim = 0;
   qv_err e = {0};
-  cr_assert_eq(reader_load_all(p, 4, &v, &n, &dim, &e), QV_OK, "%s", e.msg);
+  cr_assert_eq(cli_reader_load_all(p, 4, &v, &n, &dim, &e), QV_OK, "%s", e.msg);
   cr_expect_eq(n, 4);
   cr_expect_eq(v[3 * 2 + 1], 301.25f);
   free(v);
@@ -258,17 +263,16 @@ Test(read_fvecs, unknown_extension_is_refused, .init = setup,
   write_bytes(p, "1,2\n", 4);
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_EINVAL);
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_EINVAL);
   cr_expect(strstr(e.msg, "unknown file type") != NULL, "message: %s", e.msg);
   free(p);
 }
 
-Test(read_fvecs, missing_file_names_the_path, .init = setup,
-     .fini = teardown) {
+Test(read_fvecs, missing_file_names_the_path, .init = setup, .fini = teardown) {
   char *p = path_in("nope.fvecs");
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_EIO);
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_EIO);
   cr_expect(strstr(e.msg, "nope.fvecs") != NULL, "message: %s", e.msg);
   free(p);
 }

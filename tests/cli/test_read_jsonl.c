@@ -27,16 +27,16 @@ static char *write_text(const char *name, const char *text) {
 /* Reads every record; returns the first error. */
 static qv_rc read_all(const char *path, qv_err *err) {
   reader *r = NULL;
-  qv_rc rc = reader_open(path, &r, err);
+  qv_rc rc = cli_reader_open(path, &r, err);
   if (rc != QV_OK) return rc;
   float vecs[4 * 16];
   qv_point_id ids[4];
   uint64_t recnos[4];
   reader_batch b = {.cap = 4, .vecs = vecs, .ids = ids, .recnos = recnos};
-  cr_assert_leq(reader_dim(r), 16);
-  do rc = reader_next(r, &b, err);
+  cr_assert_leq(cli_reader_dim(r), 16);
+  do rc = cli_reader_next(r, &b, err);
   while (rc == QV_OK && b.n > 0);
-  reader_close(r, NULL);
+  cli_reader_close(r, NULL);
   return rc;
 }
 
@@ -64,17 +64,21 @@ Test(read_jsonl, round_trip_ids_vectors_payloads_and_lines, .init = setup,
       "9223372036854775807}\n");
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_OK, "%s", e.msg);
-  cr_assert_eq(reader_dim(r), 3);
-  cr_expect_str_eq(reader_recno_word(r), "line");
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_OK, "%s", e.msg);
+  cr_assert_eq(cli_reader_dim(r), 3);
+  cr_expect_str_eq(cli_reader_recno_word(r), "line");
   float vecs[8 * 3];
   qv_point_id ids[8];
   uint64_t recnos[8];
   const char *payloads[8];
   size_t lens[8];
-  reader_batch b = {.cap = 8, .vecs = vecs, .ids = ids, .recnos = recnos,
-                    .payloads = payloads, .payload_lens = lens};
-  cr_assert_eq(reader_next(r, &b, &e), QV_OK, "%s", e.msg);
+  reader_batch b = {.cap = 8,
+                    .vecs = vecs,
+                    .ids = ids,
+                    .recnos = recnos,
+                    .payloads = payloads,
+                    .payload_lens = lens};
+  cr_assert_eq(cli_reader_next(r, &b, &e), QV_OK, "%s", e.msg);
   cr_assert_eq(b.n, 3);
   cr_expect(!ids[0].is_uuid);
   cr_expect_eq(ids[0].num, 7);
@@ -94,9 +98,9 @@ Test(read_jsonl, round_trip_ids_vectors_payloads_and_lines, .init = setup,
   cr_expect_eq(ids[2].num, 9223372036854775807ull);
   cr_expect_eq(recnos[2], 5);
   cr_expect_null(payloads[2]);
-  cr_assert_eq(reader_next(r, &b, &e), QV_OK);
+  cr_assert_eq(cli_reader_next(r, &b, &e), QV_OK);
   cr_expect_eq(b.n, 0);
-  reader_close(r, NULL);
+  cli_reader_close(r, NULL);
   free(p);
 }
 
@@ -113,16 +117,20 @@ Test(read_jsonl, batches_continue_across_calls, .init = setup,
   char *p = write_text("many.jsonl", text);
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_OK, "%s", e.msg);
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_OK, "%s", e.msg);
   float vecs[3 * 2];
   qv_point_id ids[3];
   uint64_t recnos[3];
   const char *payloads[3];
   size_t lens[3];
-  reader_batch b = {.cap = 3, .vecs = vecs, .ids = ids, .recnos = recnos,
-                    .payloads = payloads, .payload_lens = lens};
+  reader_batch b = {.cap = 3,
+                    .vecs = vecs,
+                    .ids = ids,
+                    .recnos = recnos,
+                    .payloads = payloads,
+                    .payload_lens = lens};
   int seen = 0;
-  while (reader_next(r, &b, &e) == QV_OK && b.n > 0)
+  while (cli_reader_next(r, &b, &e) == QV_OK && b.n > 0)
     for (size_t i = 0; i < b.n; i++, seen++) {
       char want[32];
       snprintf(want, sizeof want, "{\"i\":%d}", seen);
@@ -131,12 +139,11 @@ Test(read_jsonl, batches_continue_across_calls, .init = setup,
       cr_expect_str_eq(payloads[i], want);
     }
   cr_expect_eq(seen, 10);
-  reader_close(r, NULL);
+  cli_reader_close(r, NULL);
   free(p);
 }
 
-Test(read_jsonl, invalid_json_names_the_line, .init = setup,
-     .fini = teardown) {
+Test(read_jsonl, invalid_json_names_the_line, .init = setup, .fini = teardown) {
   expect_error("{\"id\": 1, \"vector\": [1]}\n{\"id\": 2, \"vector\": [1,]}\n",
                "line 2: invalid JSON");
 }
@@ -173,8 +180,7 @@ Test(read_jsonl, vector_of_strings_is_an_error, .init = setup,
 
 Test(read_jsonl, vector_that_is_not_an_array_is_an_error, .init = setup,
      .fini = teardown) {
-  expect_error("{\"id\": 1, \"vector\": \"1,2\"}\n",
-               "\"vector\" is a string");
+  expect_error("{\"id\": 1, \"vector\": \"1,2\"}\n", "\"vector\" is a string");
 }
 
 Test(read_jsonl, empty_vector_is_an_error, .init = setup, .fini = teardown) {

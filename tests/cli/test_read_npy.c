@@ -54,16 +54,16 @@ static const float k_data[6] = {1.5f, -2, 3, 4.25f, 1e-3f, 6e7f};
 static qv_rc read_all(const char *path, float *out, size_t *n_out,
                       qv_err *err) {
   reader *r = NULL;
-  qv_rc rc = reader_open(path, &r, err);
+  qv_rc rc = cli_reader_open(path, &r, err);
   if (rc != QV_OK) return rc;
   float vecs[2 * 8];
   qv_point_id ids[2];
   uint64_t recnos[2];
   reader_batch b = {.cap = 2, .vecs = vecs, .ids = ids, .recnos = recnos};
   size_t n = 0;
-  uint32_t dim = reader_dim(r);
+  uint32_t dim = cli_reader_dim(r);
   while (1) {
-    rc = reader_next(r, &b, err);
+    rc = cli_reader_next(r, &b, err);
     if (rc != QV_OK || b.n == 0) break;
     for (size_t i = 0; i < b.n; i++) {
       cr_expect_eq(ids[i].num, n + i);
@@ -72,7 +72,7 @@ static qv_rc read_all(const char *path, float *out, size_t *n_out,
     if (out) memcpy(out + n * dim, vecs, b.n * dim * sizeof(float));
     n += b.n;
   }
-  reader_close(r, NULL);
+  cli_reader_close(r, NULL);
   if (n_out) *n_out = n;
   return rc;
 }
@@ -105,15 +105,17 @@ Test(read_npy, version_3_round_trip, .init = setup, .fini = teardown) {
 
 Test(read_npy, header_gives_dim_and_total, .init = setup, .fini = teardown) {
   char *p = path_in("h.npy");
-  write_npy(p, 1, "{\"shape\": (3, 2), \"fortran_order\": False, \"descr\": "
-            "\"<f4\"}", k_data, sizeof k_data);
+  write_npy(p, 1,
+            "{\"shape\": (3, 2), \"fortran_order\": False, \"descr\": "
+            "\"<f4\"}",
+            k_data, sizeof k_data);
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_OK, "%s", e.msg);
-  cr_expect_eq(reader_dim(r), 2);
-  cr_expect_eq(reader_total(r), 3);
-  cr_expect_str_eq(reader_recno_word(r), "row");
-  reader_close(r, NULL);
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_OK, "%s", e.msg);
+  cr_expect_eq(cli_reader_dim(r), 2);
+  cr_expect_eq(cli_reader_total(r), 3);
+  cr_expect_str_eq(cli_reader_recno_word(r), "row");
+  cli_reader_close(r, NULL);
   free(p);
 }
 
@@ -123,7 +125,7 @@ static void expect_open_error(const char *name, int major, const char *dict,
   write_npy(p, major, dict, k_data, sizeof k_data);
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_EINVAL, "opened %s", name);
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_EINVAL, "opened %s", name);
   cr_expect(strstr(e.msg, needle) != NULL, "message: %s", e.msg);
   cr_expect(strstr(e.msg, name) != NULL, "message lacks the file: %s", e.msg);
   free(p);
@@ -136,8 +138,7 @@ Test(read_npy, float64_dtype_is_refused, .init = setup, .fini = teardown) {
                     "dtype '<f8' is not supported");
 }
 
-Test(read_npy, big_endian_float32_is_refused, .init = setup,
-     .fini = teardown) {
+Test(read_npy, big_endian_float32_is_refused, .init = setup, .fini = teardown) {
   expect_open_error("be.npy", 1,
                     "{'descr': '>f4', 'fortran_order': False, 'shape': (3, "
                     "2), }",
@@ -159,8 +160,7 @@ Test(read_npy, one_dimensional_array_is_refused, .init = setup,
                     "expected a 2-D array");
 }
 
-Test(read_npy, structured_dtype_is_refused, .init = setup,
-     .fini = teardown) {
+Test(read_npy, structured_dtype_is_refused, .init = setup, .fini = teardown) {
   expect_open_error("st.npy", 1,
                     "{'descr': [('a', '<f4')], 'fortran_order': False, "
                     "'shape': (3,), }",
@@ -185,13 +185,12 @@ Test(read_npy, bad_magic_is_refused, .init = setup, .fini = teardown) {
   fclose(f);
   reader *r = NULL;
   qv_err e = {0};
-  cr_assert_eq(reader_open(p, &r, &e), QV_EINVAL);
+  cr_assert_eq(cli_reader_open(p, &r, &e), QV_EINVAL);
   cr_expect(strstr(e.msg, "bad magic") != NULL, "message: %s", e.msg);
   free(p);
 }
 
-Test(read_npy, truncated_data_names_the_row, .init = setup,
-     .fini = teardown) {
+Test(read_npy, truncated_data_names_the_row, .init = setup, .fini = teardown) {
   char *p = path_in("trunc.npy");
   write_npy(p, 1, k_dict, k_data, sizeof k_data - 6);
   qv_err e = {0};
@@ -209,8 +208,8 @@ Test(read_npy, bytes_after_the_last_row_are_refused, .init = setup,
   write_npy(p, 1, k_dict, more, sizeof more);
   qv_err e = {0};
   cr_assert_eq(read_all(p, NULL, NULL, &e), QV_EINVAL);
-  cr_expect(strstr(e.msg, "continues after the 3 rows") != NULL,
-            "message: %s", e.msg);
+  cr_expect(strstr(e.msg, "continues after the 3 rows") != NULL, "message: %s",
+            e.msg);
   free(p);
 }
 
