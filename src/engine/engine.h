@@ -71,6 +71,5 @@ qv_rc collection_load_indexes(qv_collection *c, qv_err *err);
 /* optimizer.c */
 qv_rc optimizer_start(qv_db *db, qv_err *err);
 void optimizer_stop(qv_db *db);
-void optimizer_wake(qv_db *db);
 
 #endif

@@ -66,12 +66,6 @@ qv_rc optimizer_start(qv_db *db, qv_err *err) {
   return QV_OK;
 }
 
-void optimizer_wake(qv_db *db) {
-  pthread_mutex_lock(&db->mu);
-  pthread_cond_broadcast(&db->cv);
-  pthread_mutex_unlock(&db->mu);
-}
-
 void optimizer_stop(qv_db *db) {
   if (!db->has_thread) return;
   pthread_mutex_lock(&db->mu);

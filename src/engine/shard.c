@@ -587,11 +587,3 @@ void shard_set_indexes(shard *sh, idxdefs *d) {
   idxdefs_unref(old);
 }
 
-uint32_t shard_pending(shard *sh) {
-  pthread_rwlock_rdlock(&sh->lock);
-  uint32_t n = 0;
-  for (uint32_t i = 0; i < sh->list->n; i++)
-    n += sh->list->segs[i]->state == SEG_FROZEN;
-  pthread_rwlock_unlock(&sh->lock);
-  return n;
-}

@@ -107,8 +107,6 @@ qv_rc shard_freeze(shard *sh, bool *frozen, qv_err *err);
  * *did_work says whether there was anything to do. Holds build_mu; with
  * `wait` false it returns at once when another thread is building. */
 qv_rc shard_optimize_step(shard *sh, bool wait, bool *did_work, qv_err *err);
-/* Frozen segments waiting for their index. */
-uint32_t shard_pending(shard *sh);
 
 /* Publishes a new segment list, taking ownership of `nl` and dropping the
  * old one; the write lock is held. */
