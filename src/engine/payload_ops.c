@@ -7,7 +7,6 @@
  * created if missing; overwrite replaces; delete removes dotted paths; clear
  * leaves {}. */
 #include <jansson.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,12 +252,10 @@ static void pick_value(void *vctx, const json_t *v) {
   p->have = true;
 }
 
-static bool g_desc; /* qsort has no context argument; set under g_sort_mu */
-static pthread_mutex_t g_sort_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static int ordered_cmp(const void *a, const void *b) {
+static int ordered_cmp(const void *a, const void *b, void *ctx) {
   const ordered *x = a, *y = b;
-  if (x->v != y->v) return (x->v < y->v) == !g_desc ? -1 : 1;
+  bool desc = *(const bool *)ctx;
+  if (x->v != y->v) return (x->v < y->v) == !desc ? -1 : 1;
   return qv_id_cmp(&x->id, &y->id);
 }
 
@@ -300,12 +297,7 @@ qv_rc qv_scroll_ordered(qv_collection *c, const qv_filter *filter, const char *k
     pthread_rwlock_unlock(&sh->lock);
   }
   filter_path_free(&path);
-  if (rc == QV_OK && n > 1) {
-    pthread_mutex_lock(&g_sort_mu);
-    g_desc = descending;
-    qsort(all, n, sizeof *all, ordered_cmp);
-    pthread_mutex_unlock(&g_sort_mu);
-  }
+  if (rc == QV_OK && n > 1) qsort_r(all, n, sizeof *all, ordered_cmp, &descending);
   size_t m = n < limit ? n : limit;
   qv_point_id *ids = rc == QV_OK ? qv_malloc((m + 1) * sizeof *ids) : NULL;
   double *vals = rc == QV_OK ? malloc((m + 1) * sizeof *vals) : NULL;

@@ -133,9 +133,11 @@ static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
   }
   hnsw_scratch *scratch = thread_scratch();
   uint32_t kk = out->k;
-  hnsw_hit *hits = qv_malloc((size_t)kk * sizeof *hits);
+  /* the common k fits on the stack: no allocation per segment per query */
+  hnsw_hit stack_hits[256];
+  hnsw_hit *hits = kk <= 256 ? stack_hits : qv_malloc((size_t)kk * sizeof *hits);
   if (scratch == NULL || hits == NULL) {
-    qv_free(hits);
+    if (hits != stack_hits) qv_free(hits);
     rowset_free(&cand);
     return qv_err_set(err, QV_ENOMEM, "search: no memory for %u hits", kk);
   }
@@ -153,7 +155,7 @@ static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
   } else {
     qv_err_set(err, rc, "search: graph search failed");
   }
-  qv_free(hits);
+  if (hits != stack_hits) qv_free(hits);
   rowset_free(&cand);
   return rc;
 }

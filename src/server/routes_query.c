@@ -339,37 +339,6 @@ static json_t *query_one(srv_req *r, srv_coll *sc, const json_t *q) {
   return pts ? json_pack("{s:o}", "points", pts) : NULL;
 }
 
-void h_query(srv_req *r) {
-  json_t *body = srv_body_vecs(r, true, srv_paths_search);
-  srv_coll sc = {0};
-  if (body && srv_coll_open(r, &sc)) {
-    json_t *res = query_one(r, &sc, body);
-    if (res) srv_ok(r, res);
-  }
-  srv_coll_close(&sc);
-  json_decref(body);
-}
+void h_query(srv_req *r) { srv_run_one(r, true, query_one); }
 
-void h_query_batch(srv_req *r) {
-  json_t *body = srv_body_vecs(r, false, srv_paths_search);
-  srv_coll sc = {0};
-  if (body == NULL || !srv_coll_open(r, &sc)) goto out;
-  const json_t *arr = json_object_get(body, "searches");
-  if (!json_is_array(arr)) {
-    srv_format_err(r, arr ? "searches: expected a sequence" : "missing field `searches`");
-    goto out;
-  }
-  json_t *all = json_array();
-  for (size_t i = 0; i < json_array_size(arr); i++) {
-    json_t *one = query_one(r, &sc, json_array_get(arr, i));
-    if (one == NULL) {
-      json_decref(all);
-      goto out;
-    }
-    json_array_append_new(all, one);
-  }
-  srv_ok(r, all);
-out:
-  srv_coll_close(&sc);
-  json_decref(body);
-}
+void h_query_batch(srv_req *r) { srv_run_batch(r, query_one); }

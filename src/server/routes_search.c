@@ -255,10 +255,8 @@ static json_t *recommend_one(srv_req *r, srv_coll *sc, const json_t *req) {
   return out;
 }
 
-typedef json_t *(*one_fn)(srv_req *r, srv_coll *sc, const json_t *req);
-
-static void single(srv_req *r, one_fn fn) {
-  json_t *body = srv_body_vecs(r, false, srv_paths_search);
+void srv_run_one(srv_req *r, bool empty_ok, srv_one_fn fn) {
+  json_t *body = srv_body_vecs(r, empty_ok, srv_paths_search);
   srv_coll sc = {0};
   if (body && srv_coll_open(r, &sc)) {
     json_t *res = fn(r, &sc, body);
@@ -268,7 +266,7 @@ static void single(srv_req *r, one_fn fn) {
   json_decref(body);
 }
 
-static void batch(srv_req *r, one_fn fn) {
+void srv_run_batch(srv_req *r, srv_one_fn fn) {
   json_t *body = srv_body_vecs(r, false, srv_paths_search);
   srv_coll sc = {0};
   if (body == NULL || !srv_coll_open(r, &sc)) goto out;
@@ -292,10 +290,10 @@ out:
   json_decref(body);
 }
 
-void h_search(srv_req *r) { single(r, search_one); }
-void h_search_batch(srv_req *r) { batch(r, search_one); }
-void h_recommend(srv_req *r) { single(r, recommend_one); }
-void h_recommend_batch(srv_req *r) { batch(r, recommend_one); }
+void h_search(srv_req *r) { srv_run_one(r, false, search_one); }
+void h_search_batch(srv_req *r) { srv_run_batch(r, search_one); }
+void h_recommend(srv_req *r) { srv_run_one(r, false, recommend_one); }
+void h_recommend_batch(srv_req *r) { srv_run_batch(r, recommend_one); }
 
 /* ---- scroll and count ---------------------------------------------------------------- */
 

@@ -396,6 +396,13 @@ void h_shard_internal(srv_req *r);
  * (GET /dashboard, GET /dashboard/{file}; public, no API key). */
 void h_dashboard(srv_req *r);
 
+/* routes_search.c: run one request body through `fn` (search, query, ...),
+ * or each of a batch body's "searches", and answer with the result(s).
+ * `fn` answers the request itself and returns NULL on error. */
+typedef json_t *(*srv_one_fn)(srv_req *r, srv_coll *sc, const json_t *req);
+void srv_run_one(srv_req *r, bool empty_ok, srv_one_fn fn);
+void srv_run_batch(srv_req *r, srv_one_fn fn);
+
 /* routes_collections.c: payload_schema for GET /collections/{c}. */
 json_t *index_schema_json(srv_req *r, srv_coll *sc);
 
