@@ -113,6 +113,48 @@ QV_API qv_rc qv_distance_parse(const char *name, qv_distance *out, qv_err *err);
 #define QV_VECTORS_MAX 16u     /* named vectors per collection */
 #define QV_VECTOR_NAME_MAX 63u /* bytes of a vector name */
 
+/* How a vector space stores, compresses and indexes its vectors (Qdrant's
+ * `datatype`, `on_disk`, `quantization_config`, plus Quiver's IVF index
+ * extension). All zeros = the defaults: float32 in RAM, no codes, HNSW. */
+typedef enum qv_datatype {
+  QV_DATATYPE_FLOAT32 = 0,
+  QV_DATATYPE_FLOAT16, /* stored as IEEE binary16; upserts round to it */
+  QV_DATATYPE_UINT8,   /* stored as integers 0..255; upserts must give them */
+} qv_datatype;
+
+typedef enum qv_quantization {
+  QV_QUANT_NONE = 0,
+  QV_QUANT_SCALAR,  /* int8 codes (Qdrant's "scalar", type int8) */
+  QV_QUANT_BINARY,  /* 1 or 2 bits per dimension */
+  QV_QUANT_PRODUCT, /* product codes, compression ratio x4..x64 */
+} qv_quantization;
+
+typedef enum qv_vector_index {
+  QV_VINDEX_HNSW = 0,
+  QV_VINDEX_IVF_FLAT,
+  QV_VINDEX_IVF_PQ,
+} qv_vector_index;
+
+typedef struct qv_storage_params {
+  qv_datatype datatype;
+  /* Full vectors of sealed segments are only read from the mapped file
+   * (for rescoring and with_vector) and not counted as resident. */
+  bool on_disk;
+  qv_quantization quantization;
+  float sq_quantile;     /* scalar: in [0.5, 1]; 0 = 0.99 */
+  uint32_t bq_bits;      /* binary: 1 or 2; 0 = 1 */
+  uint32_t pq_ratio;     /* product and IVF-PQ: 4, 8, 16, 32, 64; 0 = 16 */
+  bool quant_always_ram; /* accepted for Qdrant; codes always live in RAM */
+  qv_vector_index index;
+  uint32_t ivf_nlist;    /* IVF lists per sealed segment; 0 = about 4 sqrt(n) */
+} qv_storage_params;
+
+/* "float32", "float16", "uint8" / "none", "scalar", "binary", "product" /
+ * "hnsw", "ivf-flat", "ivf-pq"; parsing ignores case. */
+QV_API const char *qv_datatype_name(qv_datatype d);
+QV_API const char *qv_quantization_name(qv_quantization q);
+QV_API const char *qv_vector_index_name(qv_vector_index t);
+
 /* A named vector of a collection (Qdrant's named vectors). */
 typedef struct qv_vector_params {
   char name[QV_VECTOR_NAME_MAX + 1]; /* non-empty: letters, digits, _ - . */
@@ -120,6 +162,7 @@ typedef struct qv_vector_params {
   qv_distance distance;
   uint32_t hnsw_m;            /* 0 = the collection's */
   uint32_t hnsw_ef_construct; /* 0 = the collection's */
+  qv_storage_params storage;  /* this vector's own; zeros = defaults */
 } qv_vector_params;
 
 typedef struct qv_collection_config {
@@ -140,6 +183,7 @@ typedef struct qv_collection_config {
    * per point (a point without one is never found through it). */
   uint32_t n_named;
   qv_vector_params named[QV_VECTORS_MAX];
+  qv_storage_params storage; /* of the unnamed vector */
 } qv_collection_config;
 
 /* Fills `c` with the defaults; dim stays 0 and must be set. */
@@ -243,8 +287,14 @@ typedef struct qv_collection_info {
   uint64_t indexed_vectors_count; /* live points in segments with a graph */
   uint32_t segments_count;        /* sealed + mutable, over all shards */
   uint32_t pending_builds;        /* segments waiting for or in index build */
-  uint64_t vector_bytes;          /* resident bytes of vectors */
-  uint64_t graph_bytes;           /* resident bytes of HNSW graphs */
+  uint64_t vector_bytes;          /* resident bytes of full vectors (by
+                                   * design: on_disk ones are not counted) */
+  uint64_t vector_disk_bytes;     /* bytes of full vectors read from disk
+                                   * only (on_disk) */
+  uint64_t code_bytes;            /* resident bytes of quantized codes and
+                                   * their codebooks */
+  uint64_t graph_bytes;           /* resident bytes of HNSW graphs and IVF
+                                   * lists and centroids */
   uint64_t payload_bytes;         /* bytes of stored payloads */
   uint64_t wal_bytes;             /* bytes of write-ahead log on disk */
   double build_seconds;           /* wall time of the graph builds of the
@@ -429,6 +479,12 @@ typedef struct qv_search_params {
   /* Which vector to search: NULL or "" = the unnamed one, else a named
    * vector; `dim` of the query must be that vector's. */
   const char *vector_name;
+  /* Quantized search (Qdrant's params.quantization); ignored where the
+   * space has no codes. */
+  bool quant_ignore;        /* search the full vectors, not the codes */
+  int quant_rescore;        /* -1 = default (on), 0 = off, 1 = on */
+  float quant_oversampling; /* shortlist of ceil(x * k) candidates; 0 = 1 */
+  uint32_t nprobe;          /* IVF lists probed; 0 = a default */
 } qv_search_params;
 
 QV_API void qv_search_params_init(qv_search_params *p);

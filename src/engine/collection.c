@@ -327,6 +327,7 @@ qv_rc qv_scroll_filtered(qv_collection *c, const qv_filter *filter,
 void qv_search_params_init(qv_search_params *p) {
   memset(p, 0, sizeof *p);
   p->k = 10;
+  p->quant_rescore = -1;
 }
 
 static float to_score(qv_distance d, float dist) {

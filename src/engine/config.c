@@ -26,6 +26,21 @@ void qv_collection_config_init(qv_collection_config *c) {
   c->full_scan_threshold = FULL_SCAN_THRESHOLD_DEFAULT;
 }
 
+const char *qv_datatype_name(qv_datatype d) {
+  static const char *names[] = {"float32", "float16", "uint8"};
+  return (unsigned)d < 3 ? names[d] : "?";
+}
+
+const char *qv_quantization_name(qv_quantization q) {
+  static const char *names[] = {"none", "scalar", "binary", "product"};
+  return (unsigned)q < 4 ? names[q] : "?";
+}
+
+const char *qv_vector_index_name(qv_vector_index t) {
+  static const char *names[] = {"hnsw", "ivf-flat", "ivf-pq"};
+  return (unsigned)t < 3 ? names[t] : "?";
+}
+
 static const char *dist_names[] = {"Cosine", "Dot", "Euclid", "Manhattan"};
 
 const char *qv_distance_name(qv_distance d) {
