@@ -168,9 +168,9 @@ static void shortest(char *buf, size_t cap, double v, bool is_f32) {
 }
 
 json_t *jsonio_f32(float f) {
-  char buf[48];
+  char buf[JSONIO_F32_MAX];
   if (!isfinite(f)) return json_null();
-  shortest(buf, sizeof buf, f, true);
+  jsonio_format_f32(f, buf);
   return jsonio_raw(buf);
 }
 

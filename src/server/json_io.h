@@ -74,6 +74,13 @@ void jsonio_vecs_free(jsonio_vecs *vecs);
  * (underflow gives 0 or a subnormal, as strtof). */
 size_t jsonio_scan_f32(const char *s, size_t n, float *out);
 
+/* Writes finite f as the shortest decimal that reads back as f (JSON
+ * number grammar, always with a '.' or an exponent so it stays a float),
+ * NUL-terminated, into buf of JSONIO_F32_MAX bytes; returns its length.
+ * json_float.c. */
+#define JSONIO_F32_MAX 32
+size_t jsonio_format_f32(float f, char *buf);
+
 /* The pre-pass of the parsers (json_scan.c): refuses U+0001/U+0002
  * strings (-1, message in msg), rewrites integers above INT64_MAX as raw
  * numbers and, with `vecs`, replaces vector arrays. *copy is the text to

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "base/alloc.h"
@@ -78,6 +79,78 @@ Test(server_json, floats_stay_floats_and_are_shortest) {
   cr_expect_str_eq(out, "[0.1,1.0,0.70710677]");
   qv_free(out);
   json_decref(a);
+}
+
+/* The reference: the fewest significant digits ("%.Ng", N = 1..9) that
+ * read back as f. */
+static int reference_digits(float f) {
+  char buf[64];
+  for (int p = 1; p <= 9; p++) {
+    snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+    if (strtof(buf, NULL) == f) return p;
+  }
+  return 9;
+}
+
+/* Significant digits of a decimal: mantissa digits without leading and
+ * trailing zeros. */
+static int significant_digits(const char *s) {
+  char d[64];
+  int n = 0;
+  for (; *s && *s != 'e'; s++)
+    if (*s >= '0' && *s <= '9') d[n++] = *s;
+  int lo = 0;
+  while (lo < n && d[lo] == '0') lo++;
+  while (n > lo && d[n - 1] == '0') n--;
+  return n > lo ? n - lo : 1;
+}
+
+static void check_f32(float f, size_t *longer) {
+  char buf[JSONIO_F32_MAX];
+  size_t n = jsonio_format_f32(f, buf);
+  cr_assert_eq(n, strlen(buf));
+  char *end;
+  float back = strtof(buf, &end);
+  cr_assert_eq(*end, 0, "trailing text in \"%s\"", buf);
+  cr_assert(memcmp(&back, &f, sizeof f) == 0, "%a written as \"%s\" reads back as %a", (double)f,
+            buf, (double)back);
+  cr_assert(strpbrk(buf, ".e") != NULL, "\"%s\" would read back as an integer", buf);
+  if (f != 0 && significant_digits(buf) > reference_digits(f)) {
+    if (*longer < 5) cr_log_info("longer: %a as \"%s\" (%d digits suffice)", (double)f, buf, reference_digits(f));
+    (*longer)++;
+  }
+}
+
+Test(server_json, f32_text_reads_back_exactly_and_is_short) {
+  static const float special[] = {1.0f, 0.1f, -0.1f, 0.70710677f, 16777216.0f, 16777217.0f,
+                                  1e-7f, 123456789.0f, 3.4028235e38f, 1.17549435e-38f,
+                                  1.4e-45f, -1.4e-45f, 0.5f, 100.0f, 1e10f, 9.999999e-6f,
+                                  0.33333334f, 2.7182817f, -0.0f, 1e16f, 1e15f};
+  size_t longer = 0;
+  for (size_t i = 0; i < sizeof special / sizeof *special; i++) check_f32(special[i], &longer);
+  char buf[JSONIO_F32_MAX];
+  jsonio_format_f32(0.1f, buf);
+  cr_expect_str_eq(buf, "0.1");
+  jsonio_format_f32(-2.5f, buf);
+  cr_expect_str_eq(buf, "-2.5");
+  jsonio_format_f32(100.0f, buf);
+  cr_expect_str_eq(buf, "100.0");
+  jsonio_format_f32(1.5e-7f, buf);
+  cr_expect_str_eq(buf, "1.5e-7");
+  jsonio_format_f32(-0.0f, buf);
+  cr_expect_str_eq(buf, "-0.0");
+  /* Random bit patterns cover every exponent; values near 1 are what
+   * scores look like. */
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  for (int i = 0; i < 400000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    uint32_t bits = (uint32_t)x;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    if (isfinite(f)) check_f32(f, &longer);
+    check_f32((float)((double)(x >> 11) / 9007199254740992.0) * 2.0f - 1.0f, &longer);
+  }
+  cr_expect_eq(longer, 0, "%zu values printed with more digits than needed", longer);
 }
 
 Test(server_json, control_characters_are_escaped) {
