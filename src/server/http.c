@@ -78,6 +78,35 @@ static void log_line(void *ctx, qv_log_level level, const char *subsystem, const
   (void)ctx;
 }
 
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decoding of the path and query arguments, in place. libmicrohttpd's
+ * own decodes %00 to a NUL, and every C string after it would end there:
+ * "/collections/a%00b" would name collection "a" (and a DELETE would drop
+ * it). %00 is therefore left as the three characters, which no collection
+ * name, id or parameter accepts, so such a request gets a 4xx. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls, (void)c;
+  char *w = s;
+  for (const char *r = s; *r;) {
+    int hi, lo;
+    if (r[0] == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 &&
+        (hi | lo) != 0) {
+      *w++ = (char)(hi * 16 + lo);
+      r += 3;
+    } else {
+      *w++ = *r++;
+    }
+  }
+  *w = 0;
+  return (size_t)(w - s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
   char msg[1024];
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -412,7 +441,8 @@ static int serve(srv *s) {
       MHD_OPTION_LISTEN_SOCKET, listen_fd,
       MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_SECONDS,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+      MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
   if (d == NULL) {
     fprintf(stderr, "serve: cannot start the HTTP server on %s:%u\n", s->cfg.host, port);
     goto out;

@@ -152,6 +152,16 @@ class CollectionTest(Base):
         self.err(400, "PUT", "/collections/.hidden", {"vectors": {"size": 4, "distance": "Cosine"}})
         self.err(422, "PUT", "/collections/" + "x" * 300, {"vectors": {"size": 4, "distance": "Cosine"}})
 
+    def test_encoded_nul_in_a_path_names_no_other_collection(self):
+        c = self.coll("nulvictim")
+        # Decoded to a NUL, the name would end at "nulvictim" and the DELETE
+        # would drop that collection.
+        self.err(404, "GET", c + "%00x", contains="nulvictim%00x")
+        self.assertIs(self.ok("DELETE", c + "%00x"), False)
+        self.assertEqual(self.ok("GET", c + "/exists"), {"exists": True})
+        self.err(400, "GET", c + "/points/1%001", contains="1%001")
+        self.assertEqual(self.ok("GET", "/collections/nulvicti%6d/exists"), {"exists": True})
+
     def test_patch_accepts_known_sections(self):
         c = self.coll()
         self.assertIs(self.ok("PATCH", c, {"optimizers_config": {"indexing_threshold": 1000}}), True)
