@@ -14,7 +14,8 @@
 # 4. starts `quiver serve` (helper_serve until main.c routes `serve`) and runs
 #    bench/http_load.py search at each ef with 1, 2 and 4 client threads,
 #    and wrk (Debian; installed if missing) with 1 thread, 4 connections, 10 s,
-#    cycling through the first 1,000 queries,
+#    cycling through the first 1,000 queries, with the CPU time the server
+#    and wrk each spend per request,
 # 5. http_load.py upsert: 20,000 points in batches of 100 and of 1,000, and
 #    http_load.py parse: the same bodies sent to a missing collection (the
 #    server parses them whole, then answers 404) to isolate the JSON cost,
@@ -78,9 +79,21 @@ command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
 for ef in $EF_LIST; do
   python3 "$ROOT/bench/http_load.py" bodies --queries "$QUERIES" --ef "$ef" --out "$OUT/http-bodies-$ef.txt"
   echo "== wrk ef=$ef" | tee -a "$OUT/http-wrk.txt"
-  wrk -t1 -c4 -d10s -s "$ROOT/bench/wrk_search.lua" \
+  wrk -t1 -c4 -d2s -s "$ROOT/bench/wrk_search.lua" \
+    "http://127.0.0.1:$PORT/collections/fashion/points/search" -- "$OUT/http-bodies-$ef.txt" >/dev/null
+  # CPU seconds of the server and of wrk per request: with both on the same
+  # 2 cores, QPS is bounded by 2 / (server + wrk), whatever else runs.
+  s0=$(awk '{print $14 + $15}' "/proc/$PID/stat")
+  /usr/bin/time -f "%U %S" -o "$OUT/http-wrk-cpu.txt" wrk -t1 -c4 -d10s -s "$ROOT/bench/wrk_search.lua" \
     "http://127.0.0.1:$PORT/collections/fashion/points/search" -- "$OUT/http-bodies-$ef.txt" \
-    | tee -a "$OUT/http-wrk.txt"
+    | tee -a "$OUT/http-wrk.txt" >"$OUT/http-wrk-last.txt"
+  s1=$(awk '{print $14 + $15}' "/proc/$PID/stat")
+  awk -v ef="$ef" -v s0="$s0" -v s1="$s1" -v tck="$(getconf CLK_TCK)" -v wrkcpu="$(cat "$OUT/http-wrk-cpu.txt")" '
+    / requests in / { n = $1 }
+    /Requests\/sec/ { q = $2 }
+    END { split(wrkcpu, w, " "); printf "ef=%s qps=%.0f server_cpu_us_per_req=%.1f wrk_cpu_us_per_req=%.1f\n",
+          ef, q, 1e6 * (s1 - s0) / tck / n, 1e6 * (w[1] + w[2]) / n }' \
+    "$OUT/http-wrk-last.txt" | tee -a "$OUT/http-wrk.txt"
 done
 fi
 : >"$OUT/http-upsert.txt"

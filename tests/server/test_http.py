@@ -76,7 +76,8 @@ class ServiceTest(Base):
         for line in text.splitlines():
             if line.startswith("quiver_collection_") and 'collection="metrics_coll"' in line:
                 gauges[line.split("{")[0]] = float(line.split()[-1])
-        for g in ("vector_bytes", "graph_bytes", "payload_bytes", "wal_bytes", "pending_builds",
+        for g in ("vector_bytes", "vector_disk_bytes", "code_bytes", "graph_bytes", "payload_bytes",
+                  "wal_bytes", "pending_builds",
                   "segments", "indexed_vectors"):
             self.assertIn("quiver_collection_" + g, gauges, g)
         self.assertGreaterEqual(gauges["quiver_collection_vector_bytes"], 5 * 4 * 4)
