@@ -87,9 +87,22 @@ struct qv_filter {
 /* Parses a Filter object. Errors name the offending key: QV_EINVAL. */
 qv_rc filter_from_json(const json_t *j, struct qv_filter **out, qv_err *err);
 
-/* Does the point (id, payload object; payload may be NULL = {}) match? */
+/* Does the point (id, payload object; payload may be NULL = {}) match?
+ * `has_vector` conditions hold only for the unnamed vector. */
 bool filter_match(const struct qv_filter *f, const qv_point_id *id,
                   const json_t *payload);
+
+/* The point being checked, for conditions that look beyond its payload:
+ * its id and which vectors it has (`has_vector(ctx, name)`, name "" for
+ * the unnamed vector; NULL: only the unnamed one). */
+typedef struct filter_point {
+  const qv_point_id *id;
+  bool (*has_vector)(void *ctx, const char *name);
+  void *ctx;
+} filter_point;
+
+bool filter_match_point(const struct qv_filter *f, const filter_point *pt,
+                        const json_t *payload);
 
 /* Key paths, shared with the payload indexes. */
 qv_rc filter_path_parse(const char *key, fpath *out, qv_err *err);

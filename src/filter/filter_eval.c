@@ -169,14 +169,18 @@ static bool element_matches(const fcond *c, const json_t *e) {
   }
 }
 
-static bool cond_holds(const fcond *c, const qv_point_id *id, const json_t *payload) {
+static bool match(const qv_filter *f, const filter_point *pt, const json_t *payload);
+
+static bool cond_holds(const fcond *c, const filter_point *pt, const json_t *payload) {
   switch (c->kind) {
-  case FC_FILTER: return filter_match(c->sub, id, payload);
+  case FC_FILTER: return match(c->sub, pt, payload);
   case FC_HAS_ID:
     for (uint32_t i = 0; i < c->n_ids; i++)
-      if (id_eq(&c->ids[i], id)) return true;
+      if (id_eq(&c->ids[i], pt->id)) return true;
     return false;
-  case FC_HAS_VECTOR: return c->vector_name[0] == 0; /* only the unnamed vector exists */
+  case FC_HAS_VECTOR:
+    /* Without a callback the point is known to have only its unnamed vector. */
+    return pt->has_vector ? pt->has_vector(pt->ctx, c->vector_name) : c->vector_name[0] == 0;
   default: break;
   }
   vals raw, flat;
@@ -201,7 +205,7 @@ static bool cond_holds(const fcond *c, const qv_point_id *id, const json_t *payl
   }
   case FC_NESTED:
     for (size_t i = 0; i < flat.n && !r; i++)
-      r = json_is_object(flat.v[i]) && filter_match(c->sub, id, flat.v[i]);
+      r = json_is_object(flat.v[i]) && match(c->sub, pt, flat.v[i]);
     break;
   default:
     for (size_t i = 0; i < flat.n && !r; i++) r = element_matches(c, flat.v[i]);
@@ -211,22 +215,31 @@ static bool cond_holds(const fcond *c, const qv_point_id *id, const json_t *payl
   return r;
 }
 
-bool filter_match(const qv_filter *f, const qv_point_id *id, const json_t *payload) {
+static bool match(const qv_filter *f, const filter_point *pt, const json_t *payload) {
   for (uint32_t i = 0; i < f->must.n; i++)
-    if (!cond_holds(&f->must.conds[i], id, payload)) return false;
+    if (!cond_holds(&f->must.conds[i], pt, payload)) return false;
   for (uint32_t i = 0; i < f->must_not.n; i++)
-    if (cond_holds(&f->must_not.conds[i], id, payload)) return false;
+    if (cond_holds(&f->must_not.conds[i], pt, payload)) return false;
   if (f->should.present) {
     bool any = false;
     for (uint32_t i = 0; i < f->should.n && !any; i++)
-      any = cond_holds(&f->should.conds[i], id, payload);
+      any = cond_holds(&f->should.conds[i], pt, payload);
     if (!any) return false;
   }
   if (f->min_should.present) {
     uint32_t n = 0;
     for (uint32_t i = 0; i < f->min_should.n && n < f->min_count; i++)
-      n += cond_holds(&f->min_should.conds[i], id, payload);
+      n += cond_holds(&f->min_should.conds[i], pt, payload);
     if (n < f->min_count) return false;
   }
   return true;
+}
+
+bool filter_match(const qv_filter *f, const qv_point_id *id, const json_t *payload) {
+  filter_point pt = {id, NULL, NULL};
+  return match(f, &pt, payload);
+}
+
+bool filter_match_point(const qv_filter *f, const filter_point *pt, const json_t *payload) {
+  return match(f, pt, payload);
 }

@@ -127,6 +127,37 @@ Test(filter, semantics_case_by_case) {
   }
 }
 
+/* The point has the vectors named in ctx, a NULL-separated list. */
+static bool has_listed_vector(void *ctx, const char *name) {
+  for (const char *const *v = ctx; *v; v++)
+    if (strcmp(*v, name) == 0) return true;
+  return false;
+}
+
+Test(filter, has_vector_asks_the_point) {
+  qv_point_id id = qv_id_num(7);
+  const char *with_image[] = {"", "image", NULL};
+  const char *text_only[] = {"text", NULL};
+  filter_point a = {&id, has_listed_vector, with_image};
+  filter_point b = {&id, has_listed_vector, text_only};
+  qv_filter *f;
+  qv_err e;
+  const char *src = "{\"must\":[{\"has_vector\":\"image\"}]}";
+  cr_assert_eq(qv_filter_parse(src, 0, &f, &e), QV_OK, "%s", e.msg);
+  cr_expect(filter_match_point(f, &a, NULL));
+  cr_expect_not(filter_match_point(f, &b, NULL));
+  cr_expect_not(filter_match(f, &id, NULL), "without a callback only \"\" exists");
+  qv_filter_free(f);
+  src = "{\"must_not\":[{\"has_vector\":\"\"}], \"should\":[{\"nested\":{\"key\":\"a\","
+        "\"filter\":{\"must\":[{\"has_vector\":\"text\"}]}}}]}";
+  cr_assert_eq(qv_filter_parse(src, 0, &f, &e), QV_OK, "%s", e.msg);
+  json_t *p = json_loads("{\"a\":[{\"x\":1}]}", 0, NULL);
+  cr_expect(filter_match_point(f, &b, p), "nested conditions see the same point");
+  cr_expect_not(filter_match_point(f, &a, p));
+  json_decref(p);
+  qv_filter_free(f);
+}
+
 Test(filter, malformed_filters_are_rejected_with_a_message) {
   const char *bad[] = {
       "[]", "{\"must\":5}", "{\"shoud\":[]}", "{\"must\":[{\"key\":\"a\"}]}",
