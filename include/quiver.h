@@ -119,7 +119,8 @@ QV_API qv_rc qv_distance_parse(const char *name, qv_distance *out, qv_err *err);
 typedef enum qv_datatype {
   QV_DATATYPE_FLOAT32 = 0,
   QV_DATATYPE_FLOAT16, /* stored as IEEE binary16; upserts round to it */
-  QV_DATATYPE_UINT8,   /* stored as integers 0..255; upserts must give them */
+  QV_DATATYPE_UINT8,   /* stored as integers 0..255; upserts must give them
+                        * (QV_EINVAL otherwise); not with Cosine */
 } qv_datatype;
 
 typedef enum qv_quantization {
@@ -131,7 +132,8 @@ typedef enum qv_quantization {
 
 typedef enum qv_vector_index {
   QV_VINDEX_HNSW = 0,
-  QV_VINDEX_IVF_FLAT,
+  QV_VINDEX_IVF_FLAT, /* IVF indexes take no `quantization` (IVF-PQ has its
+                       * own product codes) and no Manhattan distance */
   QV_VINDEX_IVF_PQ,
 } qv_vector_index;
 
@@ -146,7 +148,8 @@ typedef struct qv_storage_params {
   uint32_t pq_ratio;     /* product and IVF-PQ: 4, 8, 16, 32, 64; 0 = 16 */
   bool quant_always_ram; /* accepted for Qdrant; codes always live in RAM */
   qv_vector_index index;
-  uint32_t ivf_nlist;    /* IVF lists per sealed segment; 0 = about 4 sqrt(n) */
+  uint32_t ivf_nlist;    /* IVF lists per sealed segment, <= 65536 (and at
+                          * most its rows); 0 = about 4 sqrt(n) */
 } qv_storage_params;
 
 /* "float32", "float16", "uint8" / "none", "scalar", "binary", "product" /
@@ -290,7 +293,8 @@ typedef struct qv_collection_info {
   uint64_t vector_bytes;          /* resident bytes of full vectors (by
                                    * design: on_disk ones are not counted) */
   uint64_t vector_disk_bytes;     /* bytes of full vectors read from disk
-                                   * only (on_disk) */
+                                   * only (on_disk, or the float32 copies
+                                   * behind float16/uint8 ones) */
   uint64_t code_bytes;            /* resident bytes of quantized codes and
                                    * their codebooks */
   uint64_t graph_bytes;           /* resident bytes of HNSW graphs and IVF
@@ -484,7 +488,7 @@ typedef struct qv_search_params {
   bool quant_ignore;        /* search the full vectors, not the codes */
   int quant_rescore;        /* -1 = default (on), 0 = off, 1 = on */
   float quant_oversampling; /* shortlist of ceil(x * k) candidates; 0 = 1 */
-  uint32_t nprobe;          /* IVF lists probed; 0 = a default */
+  uint32_t nprobe;          /* IVF lists probed; 0 = max(8, nlist / 16) */
 } qv_search_params;
 
 QV_API void qv_search_params_init(qv_search_params *p);

@@ -140,6 +140,34 @@ static cli_flag *find_flag(const cli_cmd_spec *spec, const char *name,
   return NULL;
 }
 
+/* The index of `v` in the '|'-separated `choices`, or -1. */
+static int choice_index(const char *choices, const char *v) {
+  size_t vl = strlen(v);
+  int i = 0;
+  for (const char *p = choices; p != NULL; i++) {
+    const char *bar = strchr(p, '|');
+    size_t len = bar ? (size_t)(bar - p) : strlen(p);
+    if (len == vl && strncmp(p, v, len) == 0) return i;
+    p = bar ? bar + 1 : NULL;
+  }
+  return -1;
+}
+
+/* "a, b or c" from "a|b|c" for messages. */
+static void choice_list(const char *choices, char *buf, size_t cap) {
+  size_t n = 0;
+  int count = 1;
+  for (const char *p = choices; *p; p++) count += *p == '|';
+  int i = 0;
+  for (const char *p = choices; p != NULL && n < cap; i++) {
+    const char *bar = strchr(p, '|');
+    int len = bar ? (int)(bar - p) : (int)strlen(p);
+    const char *sep = i == 0 ? "" : i == count - 1 ? " or " : ", ";
+    n += (size_t)snprintf(buf + n, cap - n, "%s%.*s", sep, len, p);
+    p = bar ? bar + 1 : NULL;
+  }
+}
+
 static uint64_t flag_max(const cli_flag *f) {
   if (f->max != 0) return f->max;
   return f->kind == CLI_FLAG_U64 ? UINT64_MAX : UINT32_MAX;
@@ -188,6 +216,45 @@ static bool set_value(const cli_cmd_spec *spec, cli_flag *f, const char *v,
     *(cli_u32_list *)f->dst = l;
     return true;
   }
+  case CLI_FLAG_CHOICE: {
+    int i = choice_index(f->metavar, v);
+    if (i < 0) {
+      char list[256];
+      choice_list(f->metavar, list, sizeof list);
+      fprintf(errf, "quiver %s: --%s: \"%s\" is not one of %s\n", spec->name, f->name, v,
+              list);
+      return false;
+    }
+    *(int *)f->dst = i;
+    return true;
+  }
+  case CLI_FLAG_F64: {
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (end == v || *end != 0 || errno == ERANGE || !isfinite(d)) {
+      fprintf(errf, "quiver %s: --%s: \"%s\" is not a number\n", spec->name, f->name, v);
+      return false;
+    }
+    if (d < (double)f->min || (f->max != 0 && d > (double)f->max)) {
+      if (f->max != 0)
+        fprintf(errf, "quiver %s: --%s: %s is out of range (%llu..%llu)\n", spec->name,
+                f->name, v, (unsigned long long)f->min, (unsigned long long)f->max);
+      else
+        fprintf(errf, "quiver %s: --%s: %s is below %llu\n", spec->name, f->name, v,
+                (unsigned long long)f->min);
+      return false;
+    }
+    *(double *)f->dst = d;
+    return true;
+  }
+  case CLI_FLAG_TRUTH:
+    if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) {
+      *(bool *)f->dst = v[0] == 't';
+      return true;
+    }
+    fprintf(errf, "quiver %s: --%s: \"%s\" is not true or false\n", spec->name, f->name, v);
+    return false;
   }
   return false;
 }
@@ -278,10 +345,94 @@ void cli_print_help(const cli_cmd_spec *spec, FILE *out) {
     else
       snprintf(left, sizeof left, "--%s %s", f->name,
                f->metavar ? f->metavar : "VALUE");
-    fprintf(out, "  %-24s %s%s\n", left, f->help,
-            f->required ? " (required)" : "");
+    /* A long left column (the choices of a CLI_FLAG_CHOICE) gets the help
+     * on its own line, so the help column stays aligned. */
+    if (strlen(left) > 24)
+      fprintf(out, "  %s\n  %-24s %s%s\n", left, "", f->help,
+              f->required ? " (required)" : "");
+    else
+      fprintf(out, "  %-24s %s%s\n", left, f->help,
+              f->required ? " (required)" : "");
   }
   fprintf(out, "  %-24s %s\n", "-h, --help", "show this help");
+}
+
+/* ---- storage flags --------------------------------------------------------- */
+
+void cli_storage_flags_init(cli_storage_flags *f) {
+  memset(f, 0, sizeof *f);
+  f->datatype = f->quantization = f->index = f->pq_ratio = f->bq_bits = -1;
+}
+
+bool cli_storage_given(const cli_storage_flags *f) {
+  return f->datatype >= 0 || f->quantization >= 0 || f->index >= 0 || f->pq_ratio >= 0 ||
+         f->bq_bits >= 0 || f->nlist > 0 || f->on_disk;
+}
+
+bool cli_storage_resolve(const char *cmd, const cli_storage_flags *f, qv_storage_params *out,
+                         FILE *errf) {
+  static const qv_quantization quants[] = {QV_QUANT_NONE, QV_QUANT_SCALAR, QV_QUANT_BINARY,
+                                           QV_QUANT_PRODUCT};
+  memset(out, 0, sizeof *out);
+  out->datatype = f->datatype >= 0 ? (qv_datatype)f->datatype : QV_DATATYPE_FLOAT32;
+  out->quantization = f->quantization >= 0 ? quants[f->quantization] : QV_QUANT_NONE;
+  out->index = f->index >= 0 ? (qv_vector_index)f->index : QV_VINDEX_HNSW;
+  out->on_disk = f->on_disk;
+  bool is_ivf = out->index != QV_VINDEX_HNSW;
+  /* IVF scans full vectors (ivf-flat) or its own product codes (ivf-pq):
+   * the library takes no separate codes with it. */
+  if (is_ivf && out->quantization != QV_QUANT_NONE) {
+    fprintf(errf, "quiver %s: --quantization %s cannot be combined with --index %s (%s)\n", cmd,
+            out->quantization == QV_QUANT_SCALAR   ? "int8"
+            : out->quantization == QV_QUANT_BINARY ? "binary"
+                                                   : "pq",
+            qv_vector_index_name(out->index),
+            out->index == QV_VINDEX_IVF_PQ ? "it keeps its own product codes; size them with "
+                                             "--pq-ratio"
+                                           : "it scans the full vectors");
+    return false;
+  }
+  if (f->pq_ratio >= 0) {
+    if (out->quantization != QV_QUANT_PRODUCT && out->index != QV_VINDEX_IVF_PQ) {
+      fprintf(errf, "quiver %s: --pq-ratio needs --quantization pq or --index ivf-pq\n", cmd);
+      return false;
+    }
+    out->pq_ratio = 4u << f->pq_ratio;
+  }
+  if (f->bq_bits >= 0) {
+    if (out->quantization != QV_QUANT_BINARY) {
+      fprintf(errf, "quiver %s: --bq-bits needs --quantization binary\n", cmd);
+      return false;
+    }
+    out->bq_bits = (uint32_t)f->bq_bits + 1;
+  }
+  if (f->nlist > 0) {
+    if (!is_ivf) {
+      fprintf(errf, "quiver %s: --nlist needs --index ivf-flat or ivf-pq\n", cmd);
+      return false;
+    }
+    out->ivf_nlist = f->nlist;
+  }
+  return true;
+}
+
+void cli_storage_describe(const qv_storage_params *s, char *buf, size_t cap) {
+  char codes[48] = "no codes";
+  if (s->quantization == QV_QUANT_SCALAR)
+    snprintf(codes, sizeof codes, "int8 codes");
+  else if (s->quantization == QV_QUANT_BINARY)
+    snprintf(codes, sizeof codes, "%u-bit binary codes", s->bq_bits ? s->bq_bits : 1);
+  else if (s->quantization == QV_QUANT_PRODUCT)
+    snprintf(codes, sizeof codes, "pq x%u codes", s->pq_ratio ? s->pq_ratio : 16);
+  char index[48];
+  if (s->index == QV_VINDEX_IVF_PQ)
+    snprintf(index, sizeof index, "ivf-pq x%u", s->pq_ratio ? s->pq_ratio : 16);
+  else
+    snprintf(index, sizeof index, "%s", qv_vector_index_name(s->index));
+  if (s->index != QV_VINDEX_HNSW && s->ivf_nlist)
+    snprintf(index + strlen(index), sizeof index - strlen(index), " nlist %u", s->ivf_nlist);
+  snprintf(buf, cap, "%s, %s, %s%s", qv_datatype_name(s->datatype), codes, index,
+           s->on_disk ? ", vectors on disk" : "");
 }
 
 /* ---- input files --------------------------------------------------------- */

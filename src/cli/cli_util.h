@@ -42,6 +42,11 @@ typedef enum cli_flag_kind {
   CLI_FLAG_U32,      /* dst: uint32_t * */
   CLI_FLAG_U64,      /* dst: uint64_t * */
   CLI_FLAG_U32_LIST, /* dst: cli_u32_list *; "10,20,40" */
+  CLI_FLAG_CHOICE,   /* dst: int *, the index of the value in metavar's
+                      * '|'-separated list ("float32|float16|uint8") */
+  CLI_FLAG_F64,      /* dst: double *; finite, in [min, max] (max 0: no
+                      * upper bound) */
+  CLI_FLAG_TRUTH,    /* dst: bool *; takes a value, "true" or "false" */
 } cli_flag_kind;
 
 /* One row of a command's flag table. Numbers must lie in [min, max]
@@ -87,6 +92,38 @@ bool cli_parse_u32_list(const char *s, cli_u32_list *out);
 /* Parses "0.1,0.2,3" (optionally in [ ], spaces allowed around commas) into
  * a malloc'd array. */
 qv_rc cli_parse_floats(const char *s, float **out, size_t *n, qv_err *err);
+
+/* ---- storage flags (import) ---------------------------------------------- */
+
+/* The choices of the storage flags, in the order of the public enums
+ * (qv_datatype, the CLI's quantization names, qv_vector_index). */
+#define CLI_DATATYPES "float32|float16|uint8"
+#define CLI_QUANTIZATIONS "none|int8|binary|pq"
+#define CLI_INDEXES "hnsw|ivf-flat|ivf-pq"
+#define CLI_PQ_RATIOS "4|8|16|32|64"
+#define CLI_BQ_BITS "1|2"
+
+/* What `quiver import` was told about storage: choice indexes as set by
+ * CLI_FLAG_CHOICE (-1 = not given) and the numbers. */
+typedef struct cli_storage_flags {
+  int datatype, quantization, index, pq_ratio, bq_bits;
+  uint32_t nlist; /* 0 = not given */
+  bool on_disk;
+} cli_storage_flags;
+
+/* Initialises every choice to "not given". */
+void cli_storage_flags_init(cli_storage_flags *f);
+/* Checks the combination and fills *out (zeroed first). A combination the
+ * library would refuse, or a flag that means nothing with the others
+ * (--pq-ratio without pq codes, --bq-bits without binary, --nlist without
+ * IVF, codes with IVF), is a usage error: a message naming the flags goes
+ * to errf and false is returned. `cmd` names the command in messages. */
+bool cli_storage_resolve(const char *cmd, const cli_storage_flags *f, qv_storage_params *out,
+                         FILE *errf);
+/* Whether the flags asked for anything but the defaults. */
+bool cli_storage_given(const cli_storage_flags *f);
+/* "float16, int8 codes (quantile 0.99), hnsw, vectors on disk" for notes. */
+void cli_storage_describe(const qv_storage_params *s, char *buf, size_t cap);
 
 /* ---- input files --------------------------------------------------------- */
 

@@ -13,8 +13,14 @@
  *    collection's own exact search (qv_search with exact=true);
  *  - an --exact row measures brute force on at most --exact-queries queries
  *    and reports the scan rate (points * dim * 4 bytes * QPS).
+ *  - quantized search settings (--oversampling, --rescore) apply to every
+ *    row; --nprobe adds a dimension to the grid (ef x nprobe x threads) and
+ *    only matters to IVF indexes, as ef only matters to HNSW.
  * One JSON object per setting a line with --json, then a summary line from
- * qv_collection_info (index bytes = vector + graph bytes). */
+ * qv_collection_info: index_bytes is what stays resident by design, full
+ * vectors in RAM + codes + graph / IVF lists (vector_bytes + code_bytes +
+ * graph_bytes); full vectors kept on disk for rescoring (vector_disk_bytes)
+ * are reported but not counted. */
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -27,10 +33,13 @@
 typedef struct bench_opts {
   const char *data_dir, *name, *queries, *gt;
   uint32_t k, repeat;
-  cli_u32_list ef, threads;
+  cli_u32_list ef, threads, nprobe;
   uint64_t limit, exact_limit;
   uint32_t min_pass_ms;
   bool exact, exact_only, json, verbose;
+  double oversampling; /* 0 = the library's default */
+  bool rescore, rescore_set;
+  const char *mode;    /* row label of approximate rows: hnsw, ivf-flat, ivf-pq */
 } bench_opts;
 
 /* What every pass shares. */
@@ -134,7 +143,7 @@ static qv_rc run_pass(const bench_ctx *x, const qv_search_params *p, size_t nq,
 
 typedef struct setting_result {
   bool exact;
-  uint32_t ef, threads;
+  uint32_t ef, nprobe, threads;
   size_t nq;
   uint32_t rounds;
   double recall, qps, qps_min, qps_max, p50, p99, mean_ms, scan_gbps;
@@ -163,7 +172,10 @@ static qv_rc run_setting(const bench_ctx *x, const bench_opts *o,
   qv_search_params_init(&p);
   p.k = x->k;
   p.ef = res->exact ? 0 : res->ef;
+  p.nprobe = res->exact ? 0 : res->nprobe;
   p.exact = res->exact;
+  p.quant_oversampling = (float)o->oversampling;
+  if (o->rescore_set) p.quant_rescore = o->rescore ? 1 : 0;
   size_t nq = res->nq;
   double *qps = calloc(o->repeat, sizeof *qps);
   double *lat = malloc(nq * sizeof *lat);
@@ -288,26 +300,32 @@ static void print_result(FILE *out, const bench_opts *o,
     json_t *j = json_pack(
         "{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, "
         "s:f}",
-        "mode", r->exact ? "exact" : "hnsw", "ef",
-        r->exact ? json_null() : json_integer(r->ef), "threads",
+        "mode", r->exact ? "exact" : o->mode, "ef",
+        r->exact || r->ef == 0 ? json_null() : json_integer(r->ef), "threads",
         (json_int_t)r->threads, "k", (json_int_t)o->k, "queries",
         (json_int_t)r->nq, "repeat", (json_int_t)o->repeat, "rounds",
         (json_int_t)r->rounds, "recall", r->recall, "qps", r->qps, "qps_min",
         r->qps_min, "qps_max", r->qps_max, "p50_ms", r->p50, "p99_ms", r->p99,
         "mean_ms", r->mean_ms);
     if (r->exact) json_object_set_new(j, "scan_gbps", json_real(r->scan_gbps));
+    json_object_set_new(j, "nprobe",
+                        r->exact || r->nprobe == 0 ? json_null() : json_integer(r->nprobe));
+    json_object_set_new(j, "oversampling",
+                        o->oversampling > 0 ? json_real(o->oversampling) : json_null());
+    json_object_set_new(j, "rescore", o->rescore_set ? json_boolean(o->rescore) : json_null());
     print_json(out, j);
     return;
   }
   if (!*header) {
-    fprintf(out, "%-6s %6s %7s %9s %10s %9s %9s %9s\n", "mode", "ef", "threads",
-            "recall", "qps", "p50_ms", "p99_ms", "scan");
+    fprintf(out, "%-8s %6s %6s %7s %9s %10s %9s %9s %9s\n", "mode", "ef",
+            "nprobe", "threads", "recall", "qps", "p50_ms", "p99_ms", "scan");
     *header = true;
   }
-  char ef[16];
-  snprintf(ef, sizeof ef, r->exact ? "-" : "%u", r->ef);
-  fprintf(out, "%-6s %6s %7u %9.4f %10.1f %9.3f %9.3f",
-          r->exact ? "exact" : "hnsw", ef, r->threads, r->recall, r->qps,
+  char ef[16], np[16];
+  snprintf(ef, sizeof ef, r->exact || r->ef == 0 ? "-" : "%u", r->ef);
+  snprintf(np, sizeof np, r->exact || r->nprobe == 0 ? "-" : "%u", r->nprobe);
+  fprintf(out, "%-8s %6s %6s %7u %9.4f %10.1f %9.3f %9.3f",
+          r->exact ? "exact" : o->mode, ef, np, r->threads, r->recall, r->qps,
           r->p50, r->p99);
   if (r->exact) fprintf(out, " %6.2f GB/s", r->scan_gbps);
   fputc('\n', out);
@@ -317,32 +335,46 @@ static void print_result(FILE *out, const bench_opts *o,
 static void print_summary(FILE *out, const bench_opts *o,
                           const qv_collection_info *in) {
   const qv_collection_config *c = &in->config;
-  uint64_t index_bytes = in->vector_bytes + in->graph_bytes;
+  const qv_storage_params *st = &c->storage;
+  uint64_t index_bytes = in->vector_bytes + in->code_bytes + in->graph_bytes;
+  char storage[160];
+  cli_storage_describe(st, storage, sizeof storage);
   if (o->json) {
-    print_json(
-        out, json_pack("{s:b, s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, "
-                       "s:f, s:s, s:I, s:s}",
-                       "summary", 1, "collection", o->name, "points",
-                       (json_int_t)in->points_count, "dim", (json_int_t)c->dim,
-                       "distance", qv_distance_name(c->distance), "m",
-                       (json_int_t)c->hnsw_m, "ef_construct",
-                       (json_int_t)c->hnsw_ef_construct, "index_bytes",
-                       (json_int_t)index_bytes, "vector_bytes",
-                       (json_int_t)in->vector_bytes, "graph_bytes",
-                       (json_int_t)in->graph_bytes, "build_s",
-                       in->build_seconds, "isa", in->isa ? in->isa : "",
-                       "segments", (json_int_t)in->segments_count, "truth",
-                       o->gt ? o->gt : "exact"));
+    json_t *j = json_pack(
+        "{s:b, s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:s, s:I, "
+        "s:s}",
+        "summary", 1, "collection", o->name, "points",
+        (json_int_t)in->points_count, "dim", (json_int_t)c->dim, "distance",
+        qv_distance_name(c->distance), "m", (json_int_t)c->hnsw_m,
+        "ef_construct", (json_int_t)c->hnsw_ef_construct, "index_bytes",
+        (json_int_t)index_bytes, "vector_bytes", (json_int_t)in->vector_bytes,
+        "graph_bytes", (json_int_t)in->graph_bytes, "build_s",
+        in->build_seconds, "isa", in->isa ? in->isa : "", "segments",
+        (json_int_t)in->segments_count, "truth", o->gt ? o->gt : "exact");
+    json_object_set_new(j, "code_bytes", json_integer((json_int_t)in->code_bytes));
+    json_object_set_new(j, "vector_disk_bytes",
+                        json_integer((json_int_t)in->vector_disk_bytes));
+    json_object_set_new(j, "datatype", json_string(qv_datatype_name(st->datatype)));
+    json_object_set_new(j, "quantization",
+                        json_string(qv_quantization_name(st->quantization)));
+    json_object_set_new(j, "index", json_string(qv_vector_index_name(st->index)));
+    json_object_set_new(j, "on_disk", json_boolean(st->on_disk));
+    json_object_set_new(j, "pq_ratio", json_integer(st->pq_ratio));
+    json_object_set_new(j, "bq_bits", json_integer(st->bq_bits));
+    json_object_set_new(j, "ivf_nlist", json_integer(st->ivf_nlist));
+    print_json(out, j);
     return;
   }
   fprintf(out,
           "collection %s: %llu points, %u-d, %s, m=%u ef_construct=%u, isa "
-          "%s\nindex %.1f MB (vectors %.1f MB + graph %.1f MB), built in "
+          "%s\nstorage: %s\nindex %.1f MB resident (vectors %.1f MB + codes "
+          "%.1f MB + graph %.1f MB; %.1f MB of vectors on disk), built in "
           "%.2f s; recall@%u against %s\n",
           o->name, (unsigned long long)in->points_count, c->dim,
           qv_distance_name(c->distance), c->hnsw_m, c->hnsw_ef_construct,
-          in->isa ? in->isa : "?", (double)index_bytes / 1e6,
-          (double)in->vector_bytes / 1e6, (double)in->graph_bytes / 1e6,
+          in->isa ? in->isa : "?", storage, (double)index_bytes / 1e6,
+          (double)in->vector_bytes / 1e6, (double)in->code_bytes / 1e6,
+          (double)in->graph_bytes / 1e6, (double)in->vector_disk_bytes / 1e6,
           in->build_seconds, o->k, o->gt ? o->gt : "exact search");
 }
 
@@ -356,6 +388,9 @@ static int bench_run(const bench_opts *o, qv_collection *c, FILE *out,
     fprintf(errf, "quiver bench: %s\n", e.msg);
     return CLI_EXIT_FAIL;
   }
+  bench_opts oo = *o;
+  oo.mode = qv_vector_index_name(info.config.storage.index);
+  o = &oo;
   bench_ctx x = {.c = c, .k = o->k};
   float *q = NULL;
   if (cli_reader_load_all(o->queries, (size_t)o->limit, &q, &x.nq, &x.dim,
@@ -392,6 +427,7 @@ static int bench_run(const bench_opts *o, qv_collection *c, FILE *out,
     qv_search_params_init(&p);
     p.k = x.k;
     p.ef = o->ef.v[0];
+    p.nprobe = o->nprobe.n ? o->nprobe.v[0] : 0;
     double wall;
     size_t nw = x.nq < 1000 ? x.nq : 1000;
     double *lat = malloc(nw * sizeof *lat);
@@ -400,13 +436,18 @@ static int bench_run(const bench_opts *o, qv_collection *c, FILE *out,
     free(lat);
   }
   bool header = false;
+  /* Without --nprobe the grid has one nprobe, 0 (the library's default). */
+  size_t n_np = o->nprobe.n ? o->nprobe.n : 1;
   for (size_t i = 0; rc == QV_OK && !o->exact_only && i < o->ef.n; i++)
-    for (size_t t = 0; rc == QV_OK && t < o->threads.n; t++) {
-      setting_result r = {
-          .ef = o->ef.v[i], .threads = o->threads.v[t], .nq = x.nq};
-      rc = run_setting(&x, o, &info, &r, &e);
-      if (rc == QV_OK) print_result(out, o, &r, &header);
-    }
+    for (size_t j = 0; rc == QV_OK && j < n_np; j++)
+      for (size_t t = 0; rc == QV_OK && t < o->threads.n; t++) {
+        setting_result r = {.ef = o->ef.v[i],
+                            .nprobe = o->nprobe.n ? o->nprobe.v[j] : 0,
+                            .threads = o->threads.v[t],
+                            .nq = x.nq};
+        rc = run_setting(&x, o, &info, &r, &e);
+        if (rc == QV_OK) print_result(out, o, &r, &header);
+      }
   for (size_t t = 0; rc == QV_OK && o->exact && t < o->threads.n; t++) {
     setting_result r = {.exact = true,
                         .threads = o->threads.v[t],
@@ -457,6 +498,18 @@ int cmd_bench(int argc, char **argv, FILE *out, FILE *errf) {
        false},
       {"limit-queries", CLI_FLAG_U64, &o.limit, "N",
        "use only the first N queries", 1, 0, false, false},
+      {"nprobe", CLI_FLAG_U32_LIST, &o.nprobe, "LIST",
+       "IVF lists probed per query, a grid dimension like --ef (default: "
+       "the library's)",
+       1, 1u << 20, false, false},
+      {"oversampling", CLI_FLAG_F64, &o.oversampling, "X",
+       "quantized search: shortlist X * k candidates by code, then rescore "
+       "(1..1000; default: the library's)",
+       1, 1000, false, false},
+      {"rescore", CLI_FLAG_TRUTH, &o.rescore, "true|false",
+       "quantized search: rescore the shortlist with the full vectors "
+       "(default true)",
+       0, 0, false, false},
       {"exact", CLI_FLAG_BOOL, &o.exact, NULL,
        "add brute-force rows (ef ignored) with the scan rate", 0, 0, false,
        false},
@@ -478,7 +531,7 @@ int cmd_bench(int argc, char **argv, FILE *out, FILE *errf) {
       "bench",
       NULL,
       "Measures recall@k, QPS (median of --repeat passes) and p50/p99 "
-      "latency for\nevery (ef, threads) pair, and brute force with --exact. "
+      "latency for\nevery (ef, nprobe, threads) setting, and brute force with --exact. "
       "Ground truth ids are\nbase row numbers (= point ids of an .fvecs/.npy "
       "import).",
       flags,
@@ -491,6 +544,13 @@ int cmd_bench(int argc, char **argv, FILE *out, FILE *errf) {
     return pr == CLI_PARSE_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
   cli_log_install(o.verbose);
   if (o.exact_only) o.exact = true;
+  o.rescore_set = cli_flag_seen(&spec, "rescore");
+  /* With only --nprobe given, ef is left to the library (IVF ignores it)
+   * rather than multiplying the grid by the default ef list. */
+  if (o.nprobe.n && !cli_flag_seen(&spec, "ef")) {
+    o.ef.n = 1;
+    o.ef.v[0] = 0;
+  }
   qv_db *db = NULL;
   qv_collection *c = NULL;
   int status = cli_open_existing("bench", o.data_dir, o.name, &db, &c, errf);

@@ -5,9 +5,11 @@
  * only when every point is durable and indexed. Does not parse files (the
  * readers do) or validate vectors (the library does; this file only says
  * which row or line the library's complaint is about). The collection is
- * created on first use; an existing one must have the file's dimension and
- * the requested distance, because importing into the wrong space would
- * corrupt search results without any error. */
+ * created on first use, with the storage flags (--datatype, --quantization,
+ * --index, ... : cli_storage_resolve checks their combination); an existing
+ * one must have the file's dimension and the requested distance, because
+ * importing into the wrong space would corrupt search results without any
+ * error, and keeps its storage settings (a note says so when they differ). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,8 @@ typedef struct import_opts {
   /* given on the command line */
   bool m_set, ef_construct_set, shards_set, full_scan_set;
   qv_distance dist; /* parsed --distance, when given */
+  cli_storage_flags stf;
+  qv_storage_params storage; /* resolved from stf */
   bool verbose;
 } import_opts;
 
@@ -84,6 +88,7 @@ static int open_collection(const import_opts *o, qv_db *db, uint32_t dim,
     if (o->ef_construct_set) cfg.hnsw_ef_construct = o->ef_construct;
     if (o->shards_set) cfg.shard_number = o->shards;
     if (o->full_scan_set) cfg.full_scan_threshold = o->full_scan;
+    cfg.storage = o->storage;
     rc = qv_collection_create(db, o->name, &cfg, &e);
     if (rc == QV_OK || rc == QV_EEXIST)
       rc = qv_collection_get(db, o->name, out, &e);
@@ -118,6 +123,12 @@ static int open_collection(const import_opts *o, qv_db *db, uint32_t dim,
             "quiver import: note: collection \"%s\" exists; its settings m=%u "
             "ef_construct=%u shards=%u are kept\n",
             o->name, c->hnsw_m, c->hnsw_ef_construct, c->shard_number);
+  if (cli_storage_given(&o->stf) && memcmp(&o->storage, &c->storage, sizeof c->storage) != 0) {
+    char have[160];
+    cli_storage_describe(&c->storage, have, sizeof have);
+    fprintf(errf, "quiver import: note: collection \"%s\" exists; its storage (%s) is kept\n",
+            o->name, have);
+  }
   return CLI_EXIT_OK;
 }
 
@@ -196,6 +207,7 @@ static int load(qv_collection *c, reader *r, uint32_t batch, uint64_t *n_out,
 
 int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
   import_opts o = {.m = 16, .ef_construct = 100, .shards = 1, .batch = 1000};
+  cli_storage_flags_init(&o.stf);
   cli_flag flags[] = {
       {"data-dir", CLI_FLAG_STR, &o.data_dir, "DIR",
        "database directory (created if missing)", 0, 0, true, false},
@@ -222,6 +234,28 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
        1, 1000000, false, false},
       {"build-threads", CLI_FLAG_U32, &o.build_threads, "N",
        "index build threads; 0 = all CPUs (default)", 0, 1024, false, false},
+      {"datatype", CLI_FLAG_CHOICE, &o.stf.datatype, CLI_DATATYPES,
+       "how a new collection stores vectors (default float32; uint8 needs "
+       "integer components 0..255)",
+       0, 0, false, false},
+      {"quantization", CLI_FLAG_CHOICE, &o.stf.quantization, CLI_QUANTIZATIONS,
+       "compact codes the graph is searched with, rescored with the full "
+       "vectors (default none)",
+       0, 0, false, false},
+      {"pq-ratio", CLI_FLAG_CHOICE, &o.stf.pq_ratio, CLI_PQ_RATIOS,
+       "compression of product codes (pq, ivf-pq; default 16)", 0, 0, false,
+       false},
+      {"bq-bits", CLI_FLAG_CHOICE, &o.stf.bq_bits, CLI_BQ_BITS,
+       "bits per dimension of binary codes (default 1)", 0, 0, false, false},
+      {"index", CLI_FLAG_CHOICE, &o.stf.index, CLI_INDEXES,
+       "vector index of sealed segments (default hnsw)", 0, 0, false, false},
+      {"nlist", CLI_FLAG_U32, &o.stf.nlist, "N",
+       "IVF lists per sealed segment (default about 4 sqrt(points))", 1,
+       1u << 20, false, false},
+      {"on-disk-vectors", CLI_FLAG_BOOL, &o.stf.on_disk, NULL,
+       "keep full vectors of sealed segments on disk (read for rescoring "
+       "only)",
+       0, 0, false, false},
       {"verbose", CLI_FLAG_BOOL, &o.verbose, NULL,
        "log the library's info messages", 0, 0, false, false},
   };
@@ -231,7 +265,10 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
       "Loads FILE (.fvecs, .npy float32 2-D, or .jsonl lines of {\"id\", "
       "\"vector\",\n\"payload\"}; any of them .gz) into a collection, then "
       "builds its index.\nIds of .fvecs/.npy rows are their 0-based row "
-      "numbers.",
+      "numbers. The storage flags (--datatype,\n--quantization, --pq-ratio, "
+      "--bq-bits, --index, --nlist, --on-disk-vectors) apply\nwhen the "
+      "collection is created; IVF takes no --quantization (ivf-pq has its "
+      "own\nproduct codes, sized by --pq-ratio).",
       flags,
       sizeof flags / sizeof flags[0],
       1,
@@ -246,6 +283,8 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
   o.ef_construct_set = cli_flag_seen(&spec, "ef-construct");
   o.shards_set = cli_flag_seen(&spec, "shards");
   o.full_scan_set = cli_flag_seen(&spec, "full-scan-threshold");
+  if (!cli_storage_resolve("import", &o.stf, &o.storage, errf))
+    return CLI_EXIT_USAGE;
   qv_err e = {0};
   if (o.distance != NULL &&
       qv_distance_parse(o.distance, &o.dist, &e) != QV_OK) {

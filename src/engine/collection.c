@@ -16,6 +16,7 @@
 #include "base/err.h"
 #include "base/fileio.h"
 #include "engine/engine.h"
+#include "quant/f16.h"
 #include "engine/id.h"
 #include "engine/shard_read.h"
 #include "vec/dist.h"
@@ -99,6 +100,24 @@ static qv_rc check_vector(const vspace *x, const float *v, size_t dim, const cha
   return QV_OK;
 }
 
+/* The stored datatype's rule for an upserted vector (queries are free):
+ * uint8 takes integers 0..255 only; float16 takes values it can hold
+ * (|x| <= 65504; rounding happens in prepare_point). */
+static qv_rc check_datatype(const vspace *x, const float *v, const char *what, qv_err *err) {
+  const char *name = x->name[0] ? x->name : "";
+  for (uint32_t i = 0; i < x->dim; i++) {
+    if (x->st.datatype == QV_DATATYPE_UINT8 && !(v[i] >= 0 && v[i] <= 255 && v[i] == floorf(v[i])))
+      return qv_err_set(err, QV_EINVAL,
+                        "%s: vector%s%s component %u is %g; datatype uint8 takes integers 0..255",
+                        what, name[0] ? " " : "", name, i, (double)v[i]);
+    if (x->st.datatype == QV_DATATYPE_FLOAT16 && fabsf(v[i]) > 65504.0f)
+      return qv_err_set(err, QV_EINVAL,
+                        "%s: vector%s%s component %u is %g; datatype float16 holds |x| <= 65504",
+                        what, name[0] ? " " : "", name, i, (double)v[i]);
+  }
+  return QV_OK;
+}
+
 static qv_rc check_payload(const qv_point *p, size_t *len, const char *what,
                            qv_err *err) {
   *len = 0;
@@ -157,6 +176,8 @@ static qv_rc prepare_point(const qv_collection *c, const qv_point *p, size_t i,
     for (uint32_t s = 0; s < sp->n; s++) any |= slot[s] != NULL;
     if (!any) rc = qv_err_set(err, QV_EINVAL, "%s: no vector", what);
   }
+  for (uint32_t s = 0; rc == QV_OK && s < sp->n; s++)
+    if (slot[s] != NULL) rc = check_datatype(&sp->s[s], slot[s], what, err);
   if (rc == QV_OK) rc = check_payload(p, plen, what, err);
   if (rc != QV_OK) return rc;
   for (uint32_t s = 0; s < sp->n; s++) {
@@ -165,6 +186,10 @@ static qv_rc prepare_point(const qv_collection *c, const qv_point *p, size_t i,
     if (slot[s] == NULL) continue;
     memcpy(dst, slot[s], (size_t)sp->s[s].dim * sizeof(float));
     if (sp->s[s].distance == QV_COSINE) vec_normalize(dst, sp->s[s].dim);
+    /* float16: every copy (log, segments, get) holds the rounded values, so
+     * results do not change when a segment is sealed into float16 */
+    if (sp->s[s].st.datatype == QV_DATATYPE_FLOAT16)
+      for (uint32_t d = 0; d < sp->s[s].dim; d++) dst[d] = f16_to_f32(f16_from_f32(dst[d]));
     slot[s] = dst;
   }
   return QV_OK;
@@ -355,8 +380,16 @@ static qv_rc search_one(qv_collection *c, uint32_t space, const float *query,
   uint32_t kk = p->k + p->offset;
   topk t;
   topk_init(&t, buf, kk);
-  shard_search_args a = {q, space, p->ef ? p->ef : (kk > 64 ? kk : 64), p->exact, allow, 0,
-                         p->filter};
+  shard_search_args a = {.query = q,
+                         .space = space,
+                         .ef = p->ef ? p->ef : (kk > 64 ? kk : 64),
+                         .exact = p->exact,
+                         .allow = allow,
+                         .filter = p->filter,
+                         .quant_ignore = p->quant_ignore,
+                         .rescore = p->quant_rescore != 0,
+                         .oversampling = p->quant_oversampling > 1 ? p->quant_oversampling : 1,
+                         .nprobe = p->nprobe};
   qv_rc rc = QV_OK;
   for (uint32_t s = 0; rc == QV_OK && s < c->n_shards; s++) {
     a.n_allow = allow ? allow_per_shard[s] : 0;
@@ -387,6 +420,12 @@ qv_rc qv_search_batch(qv_collection *c, const float *queries, size_t n,
   if ((uint64_t)p->k + p->offset > 1000000)
     return qv_err_set(err, QV_EINVAL, "search: k + offset = %llu exceeds 1000000",
                       (unsigned long long)p->k + p->offset);
+  if (p->quant_rescore < -1 || p->quant_rescore > 1)
+    return qv_err_set(err, QV_EINVAL, "search: quantization rescore %d, expected -1, 0 or 1",
+                      p->quant_rescore);
+  if (!(p->quant_oversampling >= 0 && p->quant_oversampling <= 1000))
+    return qv_err_set(err, QV_EINVAL, "search: quantization oversampling %g, expected 0..1000",
+                      (double)p->quant_oversampling);
   int space = spaces_find(&c->sp, p->vector_name);
   if (space < 0) {
     if (p->vector_name && p->vector_name[0])
@@ -472,8 +511,9 @@ qv_rc qv_collection_info_get(qv_collection *c, qv_collection_info *out,
       if (g->state == SEG_FROZEN) out->pending_builds++;
       if (g->state == SEG_SEALED) {
         out->indexed_vectors_count += rows - __atomic_load_n(&g->n_dead, __ATOMIC_RELAXED);
-        for (uint32_t k = 0; k < c->sp.n; k++)
-          out->graph_bytes += g->graph[k] ? hnsw_memory_bytes(g->graph[k]) : 0;
+        out->vector_disk_bytes += segment_vector_disk_bytes(g);
+        out->code_bytes += segment_code_bytes(g);
+        out->graph_bytes += segment_graph_bytes(g);
         out->build_seconds += g->build_seconds;
       }
     }

@@ -26,6 +26,13 @@ static void release(const void *p, size_t n) {
   if (p != NULL) munmap((void *)p, n ? n : 1);
 }
 
+/* Full vectors read only for rescoring, get and exact scans are touched at
+ * random: no read-ahead of neighbouring pages into the page cache. */
+static void advise_random(const void *p, size_t n) {
+  uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
+  if (n > 0) (void)madvise((void *)a, n + ((uintptr_t)p - a), MADV_RANDOM);
+}
+
 static size_t vec_bytes(const segment *s, uint32_t i) {
   return (size_t)s->cap * s->sp->s[i].dim * sizeof(float);
 }
@@ -111,14 +118,26 @@ qv_rc segment_open_sealed(const char *dir, uint64_t seg_id, const spaces *sp,
     goto fail;
   }
   for (uint32_t i = 0; i < d.n_rows; i++) s->del_lsn[i] = LSN_LIVE;
-  /* A space gets a graph when some row has its vector (shard_build.c). */
+  /* A space gets a graph (or an IVF index) and the codes of its plan when
+   * some row has its vector (shard_build.c). */
   for (uint32_t i = 0; i < sp->n && d.n_rows > 0; i++) {
-    bool any = memchr(d.present[i], 1, d.n_rows) != NULL;
-    s->all_present[i] = memchr(d.present[i], 0, d.n_rows) == NULL;
-    if (!any) continue;
-    segment_graph_path(dir, i, path, sizeof path);
-    rc = hnsw_load(path, d.vecs[i], d.n_rows, sp->s[i].dim, sp->s[i].metric, &s->graph[i], err);
+    uint32_t n_present = 0;
+    for (uint32_t r = 0; r < d.n_rows; r++) n_present += d.present[i][r] != 0;
+    s->all_present[i] = n_present == d.n_rows;
+    if (n_present == 0) continue;
+    segcodes_plan plan;
+    segcodes_plan_for(&sp->s[i], d.n_rows, n_present, &plan);
+    if (!plan.use_ivf) {
+      segment_graph_path(dir, i, path, sizeof path);
+      rc = hnsw_load(path, d.vecs[i], d.n_rows, sp->s[i].dim, sp->s[i].metric, &s->graph[i],
+                     err);
+    }
+    if (rc == QV_OK)
+      rc = segcodes_open(&sp->s[i], &plan, dir, i, d.vecs[i], d.n_rows, &s->codes[i],
+                         &s->narrow[i], &s->ivf[i], err);
     if (rc != QV_OK) goto fail;
+    if (sp->s[i].st.on_disk || s->narrow[i] != NULL)
+      advise_random(d.vecs[i], (size_t)d.n_rows * sp->s[i].dim * sizeof(float));
   }
   *out = s;
   return QV_OK;
@@ -162,7 +181,12 @@ void segment_unref(segment *s) {
   segidx_destroy(&s->pix); /* before the payloads its strings point into */
   free_pjson(s);
   if (s->state == SEG_SEALED) {
-    for (uint32_t i = 0; i < QV_SPACES_MAX; i++) hnsw_free(s->graph[i]);
+    for (uint32_t i = 0; i < QV_SPACES_MAX; i++) {
+      hnsw_free(s->graph[i]);
+      qcodes_free(s->codes[i]);
+      qcodes_free(s->narrow[i]);
+      ivf_free(s->ivf[i]);
+    }
     fileio_unmap(&s->map);
     qv_free(s->del_lsn);
     qv_free(s->pjson);
@@ -256,10 +280,44 @@ const char *segment_payload(const segment *s, uint32_t row, uint32_t *len) {
   return s->payloads[row];
 }
 
+/* Whether space i's float32 vectors are only read from disk. */
+static bool vecs_on_disk(const segment *s, uint32_t i) {
+  return s->state == SEG_SEALED && (s->sp->s[i].st.on_disk || s->narrow[i] != NULL);
+}
+
 uint64_t segment_vector_bytes(const segment *s) {
   uint64_t b = 0;
+  for (uint32_t i = 0; i < s->sp->n; i++) {
+    if (s->narrow[i] != NULL)
+      b += (uint64_t)s->narrow[i]->n * s->narrow[i]->stride;
+    else if (!vecs_on_disk(s, i))
+      b += (uint64_t)segment_rows(s) * s->sp->s[i].dim * sizeof(float);
+  }
+  return b;
+}
+
+uint64_t segment_vector_disk_bytes(const segment *s) {
+  uint64_t b = 0;
   for (uint32_t i = 0; i < s->sp->n; i++)
-    b += (uint64_t)segment_rows(s) * s->sp->s[i].dim * sizeof(float);
+    if (vecs_on_disk(s, i)) b += (uint64_t)s->n_rows * s->sp->s[i].dim * sizeof(float);
+  return b;
+}
+
+uint64_t segment_code_bytes(const segment *s) {
+  uint64_t b = 0;
+  for (uint32_t i = 0; i < s->sp->n; i++) {
+    if (s->codes[i] != NULL) b += qcodes_memory_bytes(s->codes[i]);
+    if (s->ivf[i] != NULL) b += ivf_code_bytes(s->ivf[i]);
+  }
+  return b;
+}
+
+uint64_t segment_graph_bytes(const segment *s) {
+  uint64_t b = 0;
+  for (uint32_t i = 0; i < s->sp->n; i++) {
+    if (s->graph[i] != NULL) b += hnsw_memory_bytes(s->graph[i]);
+    if (s->ivf[i] != NULL) b += ivf_memory_bytes(s->ivf[i]) - ivf_code_bytes(s->ivf[i]);
+  }
   return b;
 }
 

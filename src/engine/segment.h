@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "base/fileio.h"
+#include "engine/segment_codes.h"
 #include "engine/segment_index.h"
 #include "engine/space.h"
 #include "index/hnsw.h"
@@ -71,6 +72,17 @@ typedef struct segment {
 
   uint64_t first_lsn, end_lsn; /* writes covered; end set when frozen */
   double build_seconds;
+
+  /* Sealed only, per space, NULL where the space has none (the plan in
+   * segment_codes.c decides): `codes` are lossy codes the graph is walked
+   * on, the shortlist then rescored with the full vectors; `narrow` holds
+   * the full vectors in the space's datatype (float16 / uint8, exact),
+   * resident in place of the float32 copy in the file, which only get and
+   * the exact scan read; `ivf` replaces `graph` when the space's index is
+   * IVF. */
+  qcodes *codes[QV_SPACES_MAX];
+  qcodes *narrow[QV_SPACES_MAX];
+  ivf *ivf[QV_SPACES_MAX];
 
   segidx pix;     /* payload indexes built for this segment */
   fileio_map map; /* sealed: the segment file */
@@ -128,8 +140,14 @@ const char *segment_payload(const segment *s, uint32_t row, uint32_t *len);
  * and cached for the segment's life. Read-only: never modify the result. */
 const struct json_t *segment_payload_json(segment *s, uint32_t row);
 
-/* Bytes of vectors and payloads held (for info and metrics). */
+/* Bytes of vectors and payloads held (for info and metrics): full vectors
+ * resident in RAM (narrow copies count instead of the float32 ones), full
+ * vectors read from disk only (on_disk, or float32 copies behind narrow
+ * ones), codes with their codebooks, graphs and IVF lists. */
 uint64_t segment_vector_bytes(const segment *s);
+uint64_t segment_vector_disk_bytes(const segment *s);
+uint64_t segment_code_bytes(const segment *s);
+uint64_t segment_graph_bytes(const segment *s);
 uint64_t segment_payload_bytes(const segment *s);
 
 #endif

@@ -160,7 +160,8 @@ static qv_rc gather(shard *sh, seglist *l, build *b, uint64_t snap, qv_err *err)
   return QV_OK;
 }
 
-/* Writes segment.qvs and graph.qvh into segments/<id>.tmp, then renames it. */
+/* Writes segment.qvs, graph-<space>.qvh (or ivf-<space>.qvi) and any codes
+ * into segments/<id>.tmp, then renames it. */
 static qv_rc write_segment(shard *sh, build *b, uint64_t seg_id, char *final_dir,
                            qv_err *err) {
   char tmp[PATH_MAX], path[PATH_MAX];
@@ -173,15 +174,27 @@ static qv_rc write_segment(shard *sh, build *b, uint64_t seg_id, char *final_dir
   /* One graph per vector space that some row has. Rows without the vector
    * are zeros in the array, in the graph as stepping stones only, and never
    * returned (shard_read.c checks presence). */
+  /* The space's storage plan (segment_codes.c) may put an IVF index in
+   * place of the graph and add codes or narrow vectors beside it. */
   for (uint32_t i = 0; rc == QV_OK && i < sh->sp.n; i++) {
     if (b->n_present[i] == 0) continue;
     const vspace *x = &sh->sp.s[i];
-    hnsw *g = NULL;
-    hnsw_params hp = {x->m, x->ef_construct, sh->n_threads, 0x5157495645520000ull + seg_id};
-    rc = hnsw_build(b->vecs[i], b->n, x->dim, x->metric, &hp, &g, err);
-    segment_graph_path(tmp, i, path, sizeof path);
-    if (rc == QV_OK) rc = hnsw_save(g, path, err);
-    hnsw_free(g);
+    uint64_t seed = 0x5157495645520000ull + seg_id;
+    segcodes_plan plan;
+    segcodes_plan_for(x, b->n, b->n_present[i], &plan);
+    if (plan.use_ivf) {
+      rc = segcodes_build_ivf(x, &plan, b->vecs[i], b->n, sh->n_threads, seed, tmp, i, err);
+    } else {
+      hnsw *g = NULL;
+      hnsw_params hp = {x->m, x->ef_construct, sh->n_threads, seed};
+      rc = hnsw_build(b->vecs[i], b->n, x->dim, x->metric, &hp, &g, err);
+      segment_graph_path(tmp, i, path, sizeof path);
+      if (rc == QV_OK) rc = hnsw_save(g, path, err);
+      hnsw_free(g);
+    }
+    if (rc == QV_OK)
+      rc = segcodes_build(x, &plan, b->vecs[i], b->present[i], b->n, b->n_present[i],
+                          sh->n_threads, seed, tmp, i, err);
   }
   double build_s = now_s() - t0;
   segfile_data d = {.n_spaces = sh->sp.n,

@@ -7,7 +7,13 @@
  * the segment is scanned exactly, so k results come back whenever k
  * qualifying points exist. Other segments are scanned exactly. A small
  * allow-set skips segments entirely: its ids are looked up in the id map and
- * scored directly. */
+ * scored directly.
+ *
+ * Codes (segment_codes.h): a graph is walked on the segment's lossy codes
+ * for a shortlist of oversampling x k, rescored with the full vectors
+ * (narrow copies where the datatype has them, else the float32 file); a
+ * space indexed by IVF is searched through it instead of a graph. The exact
+ * scan and the direct path always score float32 vectors. */
 #include "engine/shard_read.h"
 
 #include <math.h>
@@ -26,22 +32,44 @@
  * evenly spaced rows of a segment. */
 #define FILTER_SAMPLE 256
 
-/* ---- per-thread graph search scratch ------------------------------------- */
+/* ---- per-thread search state ------------------------------------------------ */
 
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+/* Graph and IVF scratch plus the prepared queries of the codes walked and
+ * of the narrow vectors rescored; created on a thread's first search,
+ * reused by every later one, freed when the thread exits. */
+typedef struct search_tls {
+  hnsw_scratch *graph;
+  ivf_scratch *ivf;
+  qcodes_query walk, full;
+} search_tls;
 
-static void scratch_destroy(void *p) { hnsw_scratch_free(p); }
-static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_destroy); }
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 
-static hnsw_scratch *thread_scratch(void) {
-  pthread_once(&scratch_once, scratch_key_init);
-  hnsw_scratch *s = pthread_getspecific(scratch_key);
-  if (s == NULL) {
-    s = hnsw_scratch_new();
-    if (s != NULL) pthread_setspecific(scratch_key, s);
+static void tls_destroy(void *p) {
+  search_tls *t = p;
+  hnsw_scratch_free(t->graph);
+  ivf_scratch_free(t->ivf);
+  qcodes_query_destroy(&t->walk);
+  qcodes_query_destroy(&t->full);
+  qv_free(t);
+}
+static void tls_key_init(void) { pthread_key_create(&tls_key, tls_destroy); }
+
+static search_tls *thread_state(void) {
+  pthread_once(&tls_once, tls_key_init);
+  search_tls *t = pthread_getspecific(tls_key);
+  if (t == NULL) {
+    t = qv_calloc(1, sizeof *t);
+    if (t == NULL) return NULL;
+    t->graph = hnsw_scratch_new();
+    t->ivf = ivf_scratch_new();
+    if (t->graph == NULL || t->ivf == NULL || pthread_setspecific(tls_key, t) != 0) {
+      tls_destroy(t);
+      return NULL;
+    }
   }
-  return s;
+  return t;
 }
 
 /* ---- search --------------------------------------------------------------- */
@@ -104,6 +132,102 @@ static bool scan_is_cheaper(double matches, uint32_t n, uint32_t ef, uint32_t m)
   return matches * matches < (double)ef * 2.0 * m * n;
 }
 
+static float score_codes(void *ctx, uint32_t row) { return qcodes_dist(ctx, row); }
+
+/* The shortlist the codes of a segment give before rescoring. */
+static uint32_t shortlist(const shard_search_args *a, uint32_t k) {
+  double w = ceil((double)a->oversampling * k);
+  return w > k ? (w > 1e6 ? 1000000u : (uint32_t)w) : k;
+}
+
+/* Walks the segment's graph — on its lossy codes unless the query ignores
+ * them, else on its narrow vectors, else on the float32 vectors — and pushes
+ * the best hits into `out`: a shortlist of oversampling x k when the codes
+ * are lossy, rescored with the full vectors unless rescoring is off (then
+ * the codes' own distances are returned). *too_few is set when the walk
+ * found fewer than k allowed rows. */
+static qv_rc search_graph(segment *s, const shard_search_args *a, allow_ctx *c, bool filtered,
+                          uint32_t ef, vec_dist_fn dist, topk *out, bool *too_few,
+                          qv_err *err) {
+  uint32_t sp = a->space, kk = out->k;
+  qcodes *walk = !a->quant_ignore && s->codes[sp] ? s->codes[sp] : s->narrow[sp];
+  bool lossy = walk != NULL && !qcodes_is_exact(walk);
+  uint32_t want = lossy ? shortlist(a, kk) : kk;
+  if (ef < want) ef = want;
+  search_tls *t = thread_state();
+  /* the common k fits on the stack: no allocation per segment per query */
+  hnsw_hit stack_hits[256];
+  hnsw_hit *hits = want <= 256 ? stack_hits : qv_malloc((size_t)want * sizeof *hits);
+  if (t == NULL || hits == NULL) {
+    if (hits != stack_hits) qv_free(hits);
+    return qv_err_set(err, QV_ENOMEM, "search: no memory for %u hits", want);
+  }
+  hnsw_allow_fn allow = filtered ? row_allowed : NULL;
+  uint32_t nh = 0;
+  qv_rc rc = QV_OK;
+  if (walk != NULL) {
+    rc = qcodes_query_prepare(walk, a->query, &t->walk, err);
+    hnsw_scorer sc = {score_codes, &t->walk, walk->codes, walk->stride};
+    if (rc == QV_OK)
+      rc = hnsw_search_scored(s->graph[sp], &sc, want, ef, allow, c, t->graph, hits, &nh);
+  } else {
+    rc = hnsw_search(s->graph[sp], a->query, kk, ef, allow, c, t->graph, hits, &nh);
+  }
+  bool rescore = lossy && a->rescore;
+  qcodes *full = s->narrow[sp];
+  if (rc == QV_OK && rescore && full != NULL)
+    rc = qcodes_query_prepare(full, a->query, &t->full, err);
+  if (rc == QV_OK && nh < kk) {
+    *too_few = true;
+  } else if (rc == QV_OK) {
+    uint32_t dim = s->sp->s[sp].dim;
+    for (uint32_t i = 0; i < nh; i++) {
+      uint32_t r = hits[i].row;
+      float d = hits[i].dist;
+      if (rescore)
+        d = full != NULL ? qcodes_dist(&t->full, r) : dist(a->query, segment_vec(s, sp, r), dim);
+      topk_push(out, &s->ids[r], d);
+    }
+  } else {
+    qv_err_set(err, rc, "search: no memory for a graph search");
+  }
+  if (hits != stack_hits) qv_free(hits);
+  return rc;
+}
+
+/* Searches the segment's IVF index: nprobe lists (default by nlist), IVF-PQ
+ * scoring a shortlist of oversampling x k by its codes and rescoring it
+ * with the full vectors unless rescoring is off. */
+static qv_rc search_ivf(segment *s, const shard_search_args *a, allow_ctx *c, bool filtered,
+                        topk *out, bool *too_few, qv_err *err) {
+  const ivf *ix = s->ivf[a->space];
+  uint32_t kk = out->k;
+  search_tls *t = thread_state();
+  quant_hit stack_hits[256];
+  quant_hit *hits = kk <= 256 ? stack_hits : qv_malloc((size_t)kk * sizeof *hits);
+  if (t == NULL || hits == NULL) {
+    if (hits != stack_hits) qv_free(hits);
+    return qv_err_set(err, QV_ENOMEM, "search: no memory for %u hits", kk);
+  }
+  ivf_search_params isp;
+  ivf_search_params_init(&isp);
+  isp.nprobe = a->nprobe ? a->nprobe : segcodes_nprobe_default(ivf_nlist(ix));
+  isp.rescore = ivf_get_kind(ix) == IVF_PQ && a->rescore ? shortlist(a, kk) : 0;
+  isp.allow = filtered ? row_allowed : NULL;
+  isp.allow_ctx = c;
+  uint32_t nh = 0;
+  qv_rc rc = ivf_search(ix, a->query, kk, &isp, t->ivf, hits, &nh);
+  if (rc != QV_OK) {
+    qv_err_set(err, rc, "search: ivf search failed");
+  } else if (nh < kk) {
+    *too_few = true;
+  } else {
+    for (uint32_t i = 0; i < nh; i++) topk_push(out, &s->ids[hits[i].row], hits[i].dist);
+  }
+  if (hits != stack_hits) qv_free(hits);
+  return rc;
+}
+
 static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
                             const shard_search_args *a, vec_dist_fn dist,
                             topk *out, qv_err *err) {
@@ -123,7 +247,8 @@ static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
     double matches = have_cand ? cand.count : filter_estimate(s, n, a->filter);
     selective = scan_is_cheaper(matches, n, ef, sh->sp.s[a->space].m);
   }
-  bool use_graph = s->state == SEG_SEALED && graph != NULL && !a->exact &&
+  bool use_graph = s->state == SEG_SEALED && (graph != NULL || s->ivf[a->space] != NULL) &&
+                   !a->exact &&
                    live >= sh->cfg.full_scan_threshold && !selective;
   const rowset *cp = have_cand ? &cand : NULL;
   if (!use_graph) {
@@ -131,31 +256,17 @@ static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
     rowset_free(&cand);
     return QV_OK;
   }
-  hnsw_scratch *scratch = thread_scratch();
-  uint32_t kk = out->k;
-  /* the common k fits on the stack: no allocation per segment per query */
-  hnsw_hit stack_hits[256];
-  hnsw_hit *hits = kk <= 256 ? stack_hits : qv_malloc((size_t)kk * sizeof *hits);
-  if (scratch == NULL || hits == NULL) {
-    if (hits != stack_hits) qv_free(hits);
-    rowset_free(&cand);
-    return qv_err_set(err, QV_ENOMEM, "search: no memory for %u hits", kk);
-  }
   allow_ctx c = {s, a->space, snap, a->allow, a->filter, cp};
   /* Rows without this vector are zeros in the graph: always filter them. */
   bool filtered = a->allow != NULL || a->filter != NULL || live < n ||
                   !s->all_present[a->space];
-  uint32_t nh = 0;
-  qv_rc rc = hnsw_search(graph, a->query, kk, ef, filtered ? row_allowed : NULL,
-                         &c, scratch, hits, &nh);
-  if (rc == QV_OK && nh < kk) {
-    scan_exact(s, n, snap, a, cp, dist, out);
-  } else if (rc == QV_OK) {
-    for (uint32_t i = 0; i < nh; i++) topk_push(out, &s->ids[hits[i].row], hits[i].dist);
-  } else {
-    qv_err_set(err, rc, "search: graph search failed");
-  }
-  if (hits != stack_hits) qv_free(hits);
+  bool too_few = false;
+  qv_rc rc = s->ivf[a->space] != NULL
+                 ? search_ivf(s, a, &c, filtered, out, &too_few, err)
+                 : search_graph(s, a, &c, filtered, ef, dist, out, &too_few, err);
+  /* The index found fewer than k allowed rows: the exact scan keeps the
+   * promise of k results whenever k rows qualify. */
+  if (rc == QV_OK && too_few) scan_exact(s, n, snap, a, cp, dist, out);
   rowset_free(&cand);
   return rc;
 }

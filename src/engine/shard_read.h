@@ -13,6 +13,11 @@ typedef struct shard_search_args {
   const idmap *allow;  /* ids allowed, or NULL for all */
   size_t n_allow;      /* allowed ids routed to this shard */
   const qv_filter *filter; /* payload filter, or NULL */
+  /* codes and IVF (see qv_search_params) */
+  bool quant_ignore;  /* walk the full vectors, not the codes */
+  bool rescore;       /* re-score the codes' shortlist with full vectors */
+  float oversampling; /* shortlist = max(k, ceil(oversampling * k)), >= 1 */
+  uint32_t nprobe;    /* IVF lists probed; 0 = segcodes_nprobe_default */
 } shard_search_args;
 
 /* Pushes the shard's best hits into `out` (whose k is k + offset). */

@@ -9,7 +9,8 @@
  * recovery. The cluster moves shards with the same function.
  *
  * Archive layout:  config.json, [indexes.json], [payload_index.json], <shard>/MANIFEST,
- * <shard>/segments/<id>/{segment.qvs,graph-<space>.qvh}, <shard>/wal/<lsn>.wal */
+ * <shard>/segments/<id>/{segment.qvs,graph-<space>.qvh,ivf-<space>.qvi,
+ * codes-<space>.qvc,vecs-<space>.qvc}, <shard>/wal/<lsn>.wal */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -77,14 +78,19 @@ qv_rc shard_snapshot(shard *sh, tar_writer *t, const char *prefix, qv_err *err) 
     snprintf(path, sizeof path, "%s/segments/%llu/segment.qvs", sh->dir, id);
     snprintf(member, sizeof member, "%s/segments/%llu/segment.qvs", prefix, id);
     rc = add_whole_file(t, member, path, err);
-    /* one graph per vector space that has rows (none in empty segments) */
+    /* per vector space that has rows (none in empty segments): a graph or
+     * an IVF index, and the codes and narrow vectors of its plan */
     for (uint32_t s = 0; rc == QV_OK && s < sh->sp.n; s++) {
       char dir[PATH_MAX];
       snprintf(dir, sizeof dir, "%s/segments/%llu", sh->dir, id);
-      segment_graph_path(dir, s, path, sizeof path);
-      if (!fileio_exists(path)) continue;
-      snprintf(member, sizeof member, "%s/segments/%llu/graph-%u.qvh", prefix, id, s);
-      rc = add_whole_file(t, member, path, err);
+      void (*const paths[])(const char *, uint32_t, char *, size_t) = {
+          segment_graph_path, segcodes_ivf_path, segcodes_codes_path, segcodes_vecs_path};
+      for (size_t f = 0; rc == QV_OK && f < sizeof paths / sizeof paths[0]; f++) {
+        paths[f](dir, s, path, sizeof path);
+        if (!fileio_exists(path)) continue;
+        snprintf(member, sizeof member, "%s/segments/%llu/%s", prefix, id, strrchr(path, '/') + 1);
+        rc = add_whole_file(t, member, path, err);
+      }
     }
   }
   for (size_t i = 0; rc == QV_OK && i < w.n; i++) {

@@ -16,6 +16,7 @@ void spaces_from_config(const qv_collection_config *c, spaces *out) {
     s->metric = metric_of(c->distance);
     s->m = c->hnsw_m;
     s->ef_construct = c->hnsw_ef_construct;
+    s->st = c->storage;
   }
   for (uint32_t i = 0; i < c->n_named && i < QV_VECTORS_MAX; i++) {
     vspace *s = &out->s[out->n++];
@@ -27,6 +28,7 @@ void spaces_from_config(const qv_collection_config *c, spaces *out) {
     s->m = c->named[i].hnsw_m ? c->named[i].hnsw_m : c->hnsw_m;
     s->ef_construct =
         c->named[i].hnsw_ef_construct ? c->named[i].hnsw_ef_construct : c->hnsw_ef_construct;
+    s->st = c->named[i].storage;
   }
 }
 

@@ -18,6 +18,9 @@ typedef struct vspace {
   qv_distance distance;
   vec_metric metric;
   uint32_t m, ef_construct;
+  /* How sealed segments store, compress and index this space (zeros =
+   * defaults, resolved where used: segment_codes.c). */
+  qv_storage_params st;
 } vspace;
 
 typedef struct spaces {

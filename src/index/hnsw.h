@@ -80,4 +80,22 @@ qv_rc hnsw_search(const hnsw *h, const float *query, uint32_t k, uint32_t ef,
                   hnsw_allow_fn allow, void *allow_ctx, hnsw_scratch *s,
                   hnsw_hit *out, uint32_t *n_out);
 
+/* A caller's distance for hnsw_search_scored: score(ctx, row) is the
+ * distance from the caller's query to `row` ("lower is better"), typically
+ * computed on compact codes. `codes` (may be NULL) + row * stride is read
+ * ahead of score() as a prefetch hint. */
+typedef struct hnsw_scorer {
+  float (*score)(void *ctx, uint32_t row);
+  void *ctx;
+  const uint8_t *codes;
+  size_t stride;
+} hnsw_scorer;
+
+/* hnsw_search with every distance taken from `sc` instead of the graph's
+ * float32 vectors: the graph built on full vectors, walked on codes. Hits
+ * carry the scorer's distances. Same contract otherwise. */
+qv_rc hnsw_search_scored(const hnsw *h, const hnsw_scorer *sc, uint32_t k, uint32_t ef,
+                         hnsw_allow_fn allow, void *allow_ctx, hnsw_scratch *s,
+                         hnsw_hit *out, uint32_t *n_out);
+
 #endif

@@ -82,6 +82,12 @@ size_t ivf_memory_bytes(const ivf *ix) {
   return b;
 }
 
+size_t ivf_code_bytes(const ivf *ix) {
+  if (ix->pq == NULL) return 0;
+  return (size_t)ix->n * ix->pq->m + (ix->rterm ? (size_t)ix->n * sizeof(float) : 0) +
+         (size_t)PQ_KSUB * ix->dim * 2 * sizeof(float) + ((size_t)ix->pq->m + 1) * sizeof(uint32_t);
+}
+
 /* Groups rows by list: a counting sort of `assign`, stable in row order. */
 static qv_rc make_lists(ivf *ix, const uint32_t *assign, qv_err *err) {
   ix->list_off = qv_calloc((size_t)ix->nlist + 1, sizeof(uint32_t));

@@ -64,6 +64,9 @@ uint32_t ivf_nlist(const ivf *ix);
 /* Resident bytes owned by the index (centroids, lists, codes, codebooks),
  * not the borrowed vectors. */
 size_t ivf_memory_bytes(const ivf *ix);
+/* The part of ivf_memory_bytes that is product codes and their codebooks
+ * (0 for IVF-Flat); the rest is centroids and lists. */
+size_t ivf_code_bytes(const ivf *ix);
 
 typedef struct ivf_search_params {
   uint32_t nprobe;      /* lists scanned, clamped to 1..nlist */

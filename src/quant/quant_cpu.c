@@ -36,7 +36,7 @@ static uint64_t os_xcr0(void) {
 
 /* The *_avx2.c files are built with -mavx2 -mfma -mf16c (which implies
  * POPCNT in GCC), the *_avx512.c files with those plus F/BW/VL/DQ. */
-static quant_isa cpu_level(void) {
+static quant_isa cpu_level_probe(void) {
   __builtin_cpu_init();
   uint64_t xcr0 = os_xcr0();
   bool avx2 = __builtin_cpu_supports("avx2") &&
@@ -57,16 +57,36 @@ static quant_isa cpu_level(void) {
   return avx512 ? QUANT_ISA_AVX512 : QUANT_ISA_AVX2;
 }
 
+/* The probes run cpuid and xgetbv, which trap to the hypervisor in a
+ * virtual machine (microseconds each): the *_ops_get() a search calls per
+ * query must not repeat them, so the answers are kept after the first call
+ * (racing first calls compute the same values). */
+static _Atomic int level_cache = -1, vnni_cache = -1, vpopcnt_cache = -1;
+
+static quant_isa cpu_level(void) {
+  int v = atomic_load_explicit(&level_cache, memory_order_relaxed);
+  if (v < 0) atomic_store(&level_cache, v = (int)cpu_level_probe());
+  return (quant_isa)v;
+}
+
 bool quant_cpu_has_vnni(void) {
-  __builtin_cpu_init();
-  return cpu_level() == QUANT_ISA_AVX512 &&
-         __builtin_cpu_supports("avx512vnni");
+  int v = atomic_load_explicit(&vnni_cache, memory_order_relaxed);
+  if (v < 0) {
+    __builtin_cpu_init();
+    v = cpu_level() == QUANT_ISA_AVX512 && __builtin_cpu_supports("avx512vnni");
+    atomic_store(&vnni_cache, v);
+  }
+  return v != 0;
 }
 
 bool quant_cpu_has_vpopcntdq(void) {
-  __builtin_cpu_init();
-  return cpu_level() == QUANT_ISA_AVX512 &&
-         __builtin_cpu_supports("avx512vpopcntdq");
+  int v = atomic_load_explicit(&vpopcnt_cache, memory_order_relaxed);
+  if (v < 0) {
+    __builtin_cpu_init();
+    v = cpu_level() == QUANT_ISA_AVX512 && __builtin_cpu_supports("avx512vpopcntdq");
+    atomic_store(&vpopcnt_cache, v);
+  }
+  return v != 0;
 }
 #else
 static quant_isa cpu_level(void) { return QUANT_ISA_SCALAR; }

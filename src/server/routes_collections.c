@@ -9,8 +9,12 @@
  * collection drops it. For the types the engine indexes (keyword, integer,
  * float, bool, datetime, uuid) the engine builds the index too
  * (qv_payload_index_create); geo and text are accepted and filters on them
- * scan. Invariant: CollectionInfo always carries every field the official
- * clients require. */
+ * scan. Storage settings (datatype, on_disk, quantization_config,
+ * quiver_index) are parsed and printed by json_storage.c; this file places
+ * them: the collection level fills every space without its own, and
+ * cf->storage (the unnamed vector's) doubles as the collection level when
+ * printed. Invariant: CollectionInfo always carries every field the
+ * official clients require, and nothing else unless asked (?memory=true). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,19 +211,29 @@ void h_index_delete(srv_req *r) {
 /* ---- info ---------------------------------------------------------------------- */
 
 /* config.params.vectors in the shape it was created in: one VectorParams
- * for the unnamed vector alone, else a map of names ("" for the unnamed). */
+ * for the unnamed vector alone, else a map of names ("" for the unnamed).
+ * cf->storage is both the unnamed vector's and the collection level's
+ * quantization (see parse_create), so only named vectors that differ from
+ * it carry a quantization_config of their own. */
 static json_t *vectors_json(const qv_collection_config *cf) {
-  if (cf->n_named == 0)
-    return json_pack("{s:I, s:s}", "size", (json_int_t)cf->dim, "distance",
-                     qv_distance_name(cf->distance));
+  if (cf->n_named == 0) {
+    json_t *p = json_pack("{s:I, s:s}", "size", (json_int_t)cf->dim, "distance",
+                          qv_distance_name(cf->distance));
+    if (p) storage_vector_json(p, &cf->storage, &cf->storage);
+    return p;
+  }
   json_t *o = json_object();
-  if (o && cf->dim > 0)
-    json_object_set_new(o, "", json_pack("{s:I, s:s}", "size", (json_int_t)cf->dim, "distance",
-                                         qv_distance_name(cf->distance)));
+  if (o && cf->dim > 0) {
+    json_t *p = json_pack("{s:I, s:s}", "size", (json_int_t)cf->dim, "distance",
+                          qv_distance_name(cf->distance));
+    if (p) storage_vector_json(p, &cf->storage, &cf->storage);
+    json_object_set_new(o, "", p);
+  }
   for (uint32_t i = 0; o && i < cf->n_named; i++) {
     const qv_vector_params *v = &cf->named[i];
     json_t *p = json_pack("{s:I, s:s}", "size", (json_int_t)v->dim, "distance",
                           qv_distance_name(v->distance));
+    if (p) storage_vector_json(p, &v->storage, &cf->storage);
     if (p && (v->hnsw_m || v->hnsw_ef_construct)) {
       json_t *h = json_object();
       if (v->hnsw_m) json_object_set_new(h, "m", json_integer(v->hnsw_m));
@@ -257,12 +271,28 @@ void h_coll_get(srv_req *r) {
       "indexing_threshold", (json_int_t)cf->segment_max_points, "flush_interval_sec", 0,
       "max_optimization_threads", "wal_config", "wal_capacity_mb", 32, "wal_segments_ahead", 0,
       "quantization_config");
+  json_t *q = storage_quant_json(&cf->storage);
+  if (q) json_object_set_new(config, "quantization_config", q);
   json_t *info = json_pack("{s:s, s:o, s:I, s:o, s:o, s:o, s:o}", "status", status,
                            "optimizer_status", opt_status, "segments_count",
                            (json_int_t)in->segments_count, "points_count",
                            jsonio_u64(in->points_count), "indexed_vectors_count",
                            jsonio_u64(in->indexed_vectors_count), "config", config,
                            "payload_schema", index_schema_json(r, &sc));
+  /* Resident memory per component is Quiver's extension; it is only sent
+   * when asked for, because clients that validate CollectionInfo strictly
+   * (pydantic models with extra="forbid") would refuse an unknown key. */
+  const char *mem = srv_query(r, "memory");
+  if (info && mem && strcmp(mem, "false") != 0 && strcmp(mem, "0") != 0)
+    json_object_set_new(
+        info, "memory",
+        json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "vector_bytes",
+                  jsonio_u64(in->vector_bytes), "vector_disk_bytes",
+                  jsonio_u64(in->vector_disk_bytes), "code_bytes", jsonio_u64(in->code_bytes),
+                  "graph_bytes", jsonio_u64(in->graph_bytes), "payload_bytes",
+                  jsonio_u64(in->payload_bytes), "wal_bytes", jsonio_u64(in->wal_bytes),
+                  "resident_index_bytes",
+                  jsonio_u64(in->vector_bytes + in->code_bytes + in->graph_bytes)));
   srv_coll_close(&sc);
   srv_ok(r, info);
 }
@@ -280,16 +310,32 @@ static bool cfg_u32(srv_req *r, const json_t *obj, const char *key, uint32_t *ou
   return true;
 }
 
-/* One VectorParams {size, distance, hnsw_config?, on_disk?, datatype?}
- * (`what` names it in messages: "vectors" or "vectors.<name>"). hnsw
- * settings go to *m / *ef / *fst (fst may be NULL: per-vector graphs have
- * no threshold of their own; it is accepted and ignored). */
+/* One VectorParams {size, distance, hnsw_config?, on_disk?, datatype?,
+ * quantization_config?, quiver_index?} (`what` names it in messages:
+ * "vectors" or "vectors.<name>"). hnsw settings go to *m / *ef / *fst (fst
+ * may be NULL: per-vector graphs have no threshold of their own; it is
+ * accepted and ignored); the storage settings to *st. */
 static bool parse_vector_params(srv_req *r, const json_t *v, const char *what, uint32_t *dim,
-                                qv_distance *dist, uint32_t *m, uint32_t *ef, uint32_t *fst) {
+                                qv_distance *dist, uint32_t *m, uint32_t *ef, uint32_t *fst,
+                                storage_spec *st) {
+  static const char *const known[] = {"size", "distance", "hnsw_config", "on_disk", "datatype",
+                                      "quantization_config", "multivector_config",
+                                      "quiver_index", NULL};
   char key[160];
   if (!json_is_object(v))
     return srv_format_err(r, "%s: invalid type: %s, expected a map with size and distance", what,
                           srv_type_name(v));
+  const char *k;
+  const json_t *kv;
+  json_object_foreach((json_t *)v, k, kv) {
+    bool is_known = false;
+    for (size_t i = 0; known[i] && !is_known; i++) is_known = !strcmp(k, known[i]);
+    if (!is_known)
+      return srv_format_err(r, "%s: unknown field `%.60s`, expected one of `size`, `distance`, "
+                               "`hnsw_config`, `on_disk`, `datatype`, `quantization_config`, "
+                               "`multivector_config`, `quiver_index`",
+                            what, k);
+  }
   uint64_t size = 0;
   const char *dname = NULL;
   snprintf(key, sizeof key, "%s.size", what);
@@ -317,16 +363,10 @@ static bool parse_vector_params(srv_req *r, const json_t *v, const char *what, u
                              "`Cosine`, `Euclid`, `Dot`, `Manhattan`",
                           what, dname);
   *dist = (qv_distance)d;
-  const char *dt = NULL;
-  bool on_disk = false, ok;
-  if (!srv_field_str(r, v, "datatype", false, &dt) || !srv_field_bool(r, v, "on_disk", &on_disk))
-    return false;
-  if (dt && strcmp(dt, "float32") != 0)
-    return srv_wrong_input(r, "vector datatype %.20s is not supported yet (only float32)", dt);
+  bool ok;
+  if (!storage_vector_parse(r, v, what, st)) return false;
   const json_t *mv = json_object_get(v, "multivector_config");
   if (mv && !json_is_null(mv)) return srv_wrong_input(r, "multivectors are not supported yet");
-  const json_t *q = json_object_get(v, "quantization_config");
-  if (q && !json_is_null(q)) return srv_wrong_input(r, "quantization_config is not supported yet");
   const json_t *h = srv_field_obj(r, v, "hnsw_config", &ok);
   if (!ok) return false;
   if (h && json_object_get(h, "m") && json_integer_value(json_object_get(h, "m")) == 0 &&
@@ -338,13 +378,15 @@ static bool parse_vector_params(srv_req *r, const json_t *v, const char *what, u
 }
 
 /* `vectors`: one VectorParams (the unnamed vector), or {"name": params}
- * with "" meaning the unnamed vector. */
-static bool parse_vectors(srv_req *r, const json_t *v, qv_collection_config *cfg) {
+ * with "" meaning the unnamed vector. The storage settings each space gave
+ * go to st[0] (unnamed) and st[1 + i] (named[i]). */
+static bool parse_vectors(srv_req *r, const json_t *v, qv_collection_config *cfg,
+                          storage_spec st[QV_VECTORS_MAX + 1]) {
   if (!json_is_object(v))
     return srv_format_err(r, "vectors: invalid type: expected a map with size and distance");
   if (json_object_get(v, "size") != NULL || json_object_get(v, "distance") != NULL)
     return parse_vector_params(r, v, "vectors", &cfg->dim, &cfg->distance, &cfg->hnsw_m,
-                               &cfg->hnsw_ef_construct, &cfg->full_scan_threshold);
+                               &cfg->hnsw_ef_construct, &cfg->full_scan_threshold, &st[0]);
   if (json_object_size(v) == 0)
     return srv_format_err(r, "vectors: expected size and distance, or at least one named vector");
   const char *name;
@@ -354,7 +396,7 @@ static bool parse_vectors(srv_req *r, const json_t *v, qv_collection_config *cfg
     snprintf(what, sizeof what, "vectors.%.80s", name);
     if (name[0] == 0) {
       if (!parse_vector_params(r, params, what, &cfg->dim, &cfg->distance, &cfg->hnsw_m,
-                               &cfg->hnsw_ef_construct, &cfg->full_scan_threshold))
+                               &cfg->hnsw_ef_construct, &cfg->full_scan_threshold, &st[0]))
         return false;
       continue;
     }
@@ -366,7 +408,7 @@ static bool parse_vectors(srv_req *r, const json_t *v, qv_collection_config *cfg
     qv_vector_params *vp = &cfg->named[cfg->n_named++];
     snprintf(vp->name, sizeof vp->name, "%s", name);
     if (!parse_vector_params(r, params, what, &vp->dim, &vp->distance, &vp->hnsw_m,
-                             &vp->hnsw_ef_construct, NULL))
+                             &vp->hnsw_ef_construct, NULL, &st[cfg->n_named]))
       return false;
   }
   return true;
@@ -381,11 +423,47 @@ static bool refuse_if_set(srv_req *r, const json_t *body, const char *key, const
   return srv_wrong_input(r, "%s %s not supported yet", key, what);
 }
 
+/* The collection level's quantization_config and quiver_index go to every
+ * space without its own (Qdrant's rule for quantization_config). The
+ * unnamed vector's storage (cfg->storage) also stands for the collection
+ * level when printed, so with named vectors only it holds the collection
+ * level's quantization, which no space reads. */
+static bool resolve_storage(srv_req *r, const json_t *body, qv_collection_config *cfg,
+                            storage_spec st[QV_VECTORS_MAX + 1]) {
+  storage_spec coll;
+  memset(&coll, 0, sizeof coll);
+  if (!storage_quant_parse(r, json_object_get(body, "quantization_config"),
+                           "quantization_config", &coll) ||
+      !storage_index_parse(r, json_object_get(body, "quiver_index"), "quiver_index", &coll))
+    return false;
+  if (!storage_resolve(r, &coll, &coll, "quantization_config")) return false;
+  for (uint32_t i = 0; i <= cfg->n_named; i++) {
+    char what[96];
+    if (i == 0 && cfg->dim == 0) continue;
+    snprintf(what, sizeof what, i ? "vectors.%.63s" : "vectors", i ? cfg->named[i - 1].name : "");
+    if (!storage_resolve(r, &st[i], &coll, what)) return false;
+    if (i == 0)
+      cfg->storage = st[0].sp;
+    else
+      cfg->named[i - 1].storage = st[i].sp;
+  }
+  if (cfg->dim == 0) {
+    cfg->storage.quantization = coll.sp.quantization;
+    cfg->storage.sq_quantile = coll.sp.sq_quantile;
+    cfg->storage.bq_bits = coll.sp.bq_bits;
+    cfg->storage.pq_ratio = coll.sp.quantization == QV_QUANT_PRODUCT ? coll.sp.pq_ratio : 0;
+    cfg->storage.quant_always_ram = coll.sp.quant_always_ram;
+  }
+  return true;
+}
+
 static bool parse_create(srv_req *r, const json_t *body, qv_collection_config *cfg) {
   qv_collection_config_init(cfg);
   const json_t *v = json_object_get(body, "vectors");
   if (v == NULL || json_is_null(v)) return srv_format_err(r, "missing field `vectors`");
-  if (!parse_vectors(r, v, cfg)) return false;
+  storage_spec st[QV_VECTORS_MAX + 1];
+  memset(st, 0, sizeof st);
+  if (!parse_vectors(r, v, cfg, st) || !resolve_storage(r, body, cfg, st)) return false;
   bool ok;
   const json_t *h = srv_field_obj(r, body, "hnsw_config", &ok);
   if (!ok) return false;
@@ -404,7 +482,16 @@ static bool parse_create(srv_req *r, const json_t *body, qv_collection_config *c
   }
   const json_t *o = srv_field_obj(r, body, "optimizers_config", &ok);
   if (!ok) return false;
-  (void)o; /* accepted; the engine's optimizer has no such knobs yet */
+  /* indexing_threshold is read as the segment size in points at which the
+   * optimizer seals and indexes (what GET reports back; Qdrant's is in KB);
+   * 0, Qdrant's "never index", keeps the default because Quiver always
+   * indexes. The other knobs are accepted and not applied. */
+  uint64_t it = 0;
+  if (o && !srv_field_u64(r, o, "indexing_threshold", false, &it)) return false;
+  if (it > UINT32_MAX)
+    return srv_wrong_input(r, "optimizers_config.indexing_threshold %llu is too large",
+                           (unsigned long long)it);
+  if (it > 0) cfg->segment_max_points = (uint32_t)it;
   if (!cfg_u32(r, body, "shard_number", &cfg->shard_number)) return false;
   if (json_object_get(body, "shard_number") && cfg->shard_number == 0)
     return srv_format_err(r, "shard_number: invalid value: integer `0`, expected a nonzero u32");
@@ -415,7 +502,6 @@ static bool parse_create(srv_req *r, const json_t *body, qv_collection_config *c
   bool on_disk = true;
   if (!srv_field_bool(r, body, "on_disk_payload", &on_disk)) return false;
   return refuse_if_set(r, body, "sparse_vectors", "are") &&
-         refuse_if_set(r, body, "quantization_config", "is") &&
          refuse_if_set(r, body, "init_from", "is") &&
          refuse_if_set(r, body, "sharding_method", "is");
 }
@@ -469,12 +555,74 @@ void h_coll_delete(srv_req *r) {
   srv_ok(r, json_true());
 }
 
+/* A PATCH's quantization_config at `what` for a space stored with `cur`:
+ * parsed like on create ("Disabled" = none); since codes cannot change
+ * after creation yet, restating the current setting is the only accepted
+ * form. */
+static bool patch_quant(srv_req *r, const json_t *q, const char *what,
+                        const qv_storage_params *cur) {
+  if (q == NULL || json_is_null(q)) return true;
+  storage_spec want;
+  memset(&want, 0, sizeof want);
+  if (!(json_is_string(q) && !strcmp(json_string_value(q), "Disabled"))) {
+    if (!json_is_object(q))
+      return srv_format_err(r, "%s: invalid type: %s, expected a map or \"Disabled\"", what,
+                            srv_type_name(q));
+    if (!storage_quant_parse(r, q, what, &want)) return false;
+  }
+  if (storage_quant_equal(&want.sp, cur)) return true;
+  return srv_wrong_input(r, "%s: changing the quantization of an existing collection is not "
+                            "supported yet (it is %s); recreate the collection",
+                         what, qv_quantization_name(cur->quantization));
+}
+
+/* `vectors` of a PATCH: {name: {hnsw_config?, quantization_config?,
+ * on_disk?}} ("" = the unnamed vector); checked against the stored config. */
+static bool patch_vectors(srv_req *r, const json_t *v, const srv_coll *sc) {
+  const qv_collection_config *cf = &sc->info.config;
+  const char *name;
+  json_t *d;
+  json_object_foreach((json_t *)v, name, d) {
+    char what[120];
+    snprintf(what, sizeof what, "vectors.%.80s", name);
+    const qv_storage_params *cur = NULL;
+    if (name[0] == 0 && cf->dim > 0) cur = &cf->storage;
+    for (uint32_t i = 0; cur == NULL && i < cf->n_named; i++)
+      if (!strcmp(cf->named[i].name, name)) cur = &cf->named[i].storage;
+    if (cur == NULL) return srv_wrong_input(r, "Not existing vector name error: %.80s", name);
+    if (!json_is_object(d))
+      return srv_format_err(r, "%s: invalid type: %s, expected a map", what, srv_type_name(d));
+    const char *k;
+    json_t *kv;
+    json_object_foreach(d, k, kv) {
+      if (strcmp(k, "hnsw_config") && strcmp(k, "quantization_config") && strcmp(k, "on_disk"))
+        return srv_format_err(r, "%s: unknown field `%.60s`, expected one of `hnsw_config`, "
+                                 "`quantization_config`, `on_disk`",
+                              what, k);
+    }
+    char qwhat[160];
+    snprintf(qwhat, sizeof qwhat, "%s.quantization_config", what);
+    bool ok, on_disk = cur->on_disk;
+    srv_field_obj(r, d, "hnsw_config", &ok);
+    if (!ok || !patch_quant(r, json_object_get(d, "quantization_config"), qwhat, cur) ||
+        !srv_field_bool(r, d, "on_disk", &on_disk))
+      return false;
+    if (on_disk != cur->on_disk)
+      return srv_wrong_input(r, "%s.on_disk: moving vectors to or from disk after creation is "
+                                "not supported yet",
+                             what);
+  }
+  return true;
+}
+
 void h_coll_patch(srv_req *r) {
   json_t *body = srv_body(r, true);
   srv_coll sc = {0};
   if (body == NULL || !srv_coll_open(r, &sc)) goto out;
   /* Every known section is checked for shape; none is applied, because no
-   * setting of a Quiver collection can change after creation yet. */
+   * setting of a Quiver collection can change after creation yet. Storage
+   * settings are compared with the stored ones: restating them is fine, a
+   * change is refused rather than ignored. */
   static const char *sections[] = {"optimizers_config", "params", "hnsw_config", "vectors",
                                    "sparse_vectors", "strict_mode_config", "metadata"};
   for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
@@ -482,12 +630,11 @@ void h_coll_patch(srv_req *r) {
     srv_field_obj(r, body, sections[i], &ok);
     if (!ok) goto out;
   }
-  const json_t *q = json_object_get(body, "quantization_config");
-  if (q && !json_is_null(q) && !json_is_object(q) &&
-      !(json_is_string(q) && !strcmp(json_string_value(q), "Disabled"))) {
-    srv_format_err(r, "quantization_config: expected an object or \"Disabled\"");
+  const json_t *v = json_object_get(body, "vectors");
+  if (v && json_is_object(v) && !patch_vectors(r, v, &sc)) goto out;
+  if (!patch_quant(r, json_object_get(body, "quantization_config"), "quantization_config",
+                   &sc.info.config.storage))
     goto out;
-  }
   srv_ok(r, json_true());
 out:
   srv_coll_close(&sc);

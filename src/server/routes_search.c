@@ -44,17 +44,7 @@ bool search_spec_parse(srv_req *r, const json_t *obj, uint32_t default_limit, se
   if (!srv_field_f64(r, obj, "score_threshold", &has_t, &t)) return false;
   s->p.has_score_threshold = has_t;
   s->p.score_threshold = (float)t;
-  bool ok;
-  const json_t *params = srv_field_obj(r, obj, "params", &ok);
-  if (!ok) return false;
-  if (params) {
-    uint64_t ef = 0;
-    if (!srv_field_u64(r, params, "hnsw_ef", false, &ef) ||
-        !srv_field_bool(r, params, "exact", &s->p.exact))
-      return false;
-    if (ef > 100000) return srv_invalid(r, "params.hnsw_ef", "value too large");
-    s->p.ef = (uint32_t)ef;
-  }
+  if (!search_params_parse(r, json_object_get(obj, "params"), &s->p)) return false;
   if (!srv_filter_parse(r, obj, "filter", &s->filter)) return false;
   s->p.filter = s->filter;
   return srv_sel_parse(r, obj, false, &s->sel) && srv_with_vector(r, obj, false, &s->vsel);

@@ -288,6 +288,43 @@ json_t *srv_record_json(const srv_coll *sc, const qv_record *rec, const srv_sel 
 json_t *srv_hits_json(srv_req *r, srv_coll *sc, const qv_hit *hits, size_t n,
                       const srv_sel *sel, const srv_vsel *vs);
 
+/* ---- storage, quantization, IVF and search params (json_storage.c) ---- */
+
+/* What one VectorParams (or the collection level) says about storage. */
+typedef struct storage_spec {
+  qv_storage_params sp;
+  bool has_quant;          /* its own quantization_config was given */
+  bool has_index;          /* its own quiver_index was given */
+  uint32_t index_pq_ratio; /* quiver_index.compression (ivf_pq), 0 = none */
+} storage_spec;
+
+/* `datatype` names: float32, float16, uint8 (else 400 naming `what`). */
+bool storage_datatype_parse(srv_req *r, const char *s, const char *what, qv_datatype *out);
+/* A quantization_config at `what` ({"scalar"|"binary"|"product": {...}});
+ * absent or null leaves *out. Unknown keys and wrong types are 400s
+ * naming the full path. */
+bool storage_quant_parse(srv_req *r, const json_t *q, const char *what, storage_spec *out);
+/* Quiver's quiver_index {type: hnsw|ivf_flat|ivf_pq, nlist?, compression?}. */
+bool storage_index_parse(srv_req *r, const json_t *v, const char *what, storage_spec *out);
+/* datatype, on_disk, quantization_config and quiver_index of one
+ * VectorParams `vp` (zeroes *out first). */
+bool storage_vector_parse(srv_req *r, const json_t *vp, const char *what, storage_spec *out);
+/* Gives `space` the collection level's quantization / index where it has
+ * none of its own (Qdrant's rule), then checks the combination. */
+bool storage_resolve(srv_req *r, storage_spec *space, const storage_spec *coll,
+                     const char *what);
+/* {"scalar": {...}} etc., or NULL for no quantization. */
+json_t *storage_quant_json(const qv_storage_params *sp);
+bool storage_quant_equal(const qv_storage_params *a, const qv_storage_params *b);
+/* Adds datatype / on_disk / quiver_index to VectorParams `vp` when not the
+ * defaults, and quantization_config when it differs from `coll` (NULL:
+ * whenever set). */
+void storage_vector_json(json_t *vp, const qv_storage_params *sp, const qv_storage_params *coll);
+/* A search request's `params` (hnsw_ef, exact, quantization {ignore,
+ * rescore, oversampling}, indexed_only, acorn, nprobe) into *p; absent or
+ * null leaves *p. The one parser every search, query and recommend uses. */
+bool search_params_parse(srv_req *r, const json_t *params, qv_search_params *p);
+
 /* ---- handlers (routes_*.c) ------------------------------------------------------ */
 
 void h_root(srv_req *r);
@@ -349,7 +386,8 @@ typedef struct search_spec {
 } search_spec;
 void search_spec_free(search_spec *s);
 /* limit (alias top; default_limit 0 = required), offset, score_threshold,
- * params {hnsw_ef, exact}, filter, with_payload, with_vector of `obj`. */
+ * params (search_params_parse), filter, with_payload, with_vector of
+ * `obj`. */
 bool search_spec_parse(srv_req *r, const json_t *obj, uint32_t default_limit, search_spec *s);
 /* Chooses the space to search (`using`; NULL or "" = unnamed) and
  * allocates s->vec for it. */

@@ -29,6 +29,7 @@ from qvserver import Base, Server, assert_sanitizer_clean, free_port, server_com
 from test_http_vectors import *  # noqa: E402,F401,F403
 from test_http_snapshots import *  # noqa: E402,F401,F403
 from test_http_order import *  # noqa: E402,F401,F403
+from test_http_quant import *  # noqa: E402,F401,F403
 
 import subprocess  # noqa: E402
 
@@ -142,8 +143,6 @@ class CollectionTest(Base):
         self.err(400, "PUT", p, {"vectors": {"text": {"size": 4, "distance": "Cosine",
                                                       "multivector_config": {"comparator": "max_sim"}}}},
                  "multivectors are not supported")
-        self.err(400, "PUT", p, {"vectors": {"size": 4, "distance": "Cosine"},
-                                 "quantization_config": {"scalar": {"type": "int8"}}}, "not supported")
         self.err(400, "PUT", p, raw=b"{not json", contains="Format error in JSON body")
         self.assertEqual(self.ok("GET", p + "/exists"), {"exists": False})
 

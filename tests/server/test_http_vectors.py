@@ -67,7 +67,7 @@ class NamedVectorsTest(Base):
         info = self.ok("GET", c)
         self.assertEqual(info["config"]["params"]["vectors"], {
             "img": {"size": 4, "distance": "Dot", "hnsw_config": {"m": 8}},
-            "txt": {"size": 3, "distance": "Cosine"}})
+            "txt": {"size": 3, "distance": "Cosine", "on_disk": True}})
         mixed = self.named(self._testMethodName + "_mixed", {"": {"size": 2, "distance": "Euclid"}})
         vecs = self.ok("GET", mixed)["config"]["params"]["vectors"]
         self.assertEqual(vecs[""], {"size": 2, "distance": "Euclid"})
