@@ -486,7 +486,8 @@ typedef struct qv_search_params {
   /* Quantized search (Qdrant's params.quantization); ignored where the
    * space has no codes. */
   bool quant_ignore;        /* search the full vectors, not the codes */
-  int quant_rescore;        /* -1 = default (on), 0 = off, 1 = on */
+  int quant_rescore;        /* 0 = default (on), 1 = on, -1 = off: zeroed
+                             * params rescore */
   float quant_oversampling; /* shortlist of ceil(x * k) candidates; 0 = 1 */
   uint32_t nprobe;          /* IVF lists probed; 0 = max(8, nlist / 16) */
 } qv_search_params;

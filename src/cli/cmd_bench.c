@@ -175,7 +175,7 @@ static qv_rc run_setting(const bench_ctx *x, const bench_opts *o,
   p.nprobe = res->exact ? 0 : res->nprobe;
   p.exact = res->exact;
   p.quant_oversampling = (float)o->oversampling;
-  if (o->rescore_set) p.quant_rescore = o->rescore ? 1 : 0;
+  if (o->rescore_set) p.quant_rescore = o->rescore ? 1 : -1;
   size_t nq = res->nq;
   double *qps = calloc(o->repeat, sizeof *qps);
   double *lat = malloc(nq * sizeof *lat);

@@ -352,7 +352,6 @@ qv_rc qv_scroll_filtered(qv_collection *c, const qv_filter *filter,
 void qv_search_params_init(qv_search_params *p) {
   memset(p, 0, sizeof *p);
   p->k = 10;
-  p->quant_rescore = -1;
 }
 
 static float to_score(qv_distance d, float dist) {
@@ -387,7 +386,7 @@ static qv_rc search_one(qv_collection *c, uint32_t space, const float *query,
                          .allow = allow,
                          .filter = p->filter,
                          .quant_ignore = p->quant_ignore,
-                         .rescore = p->quant_rescore != 0,
+                         .rescore = p->quant_rescore >= 0,
                          .oversampling = p->quant_oversampling > 1 ? p->quant_oversampling : 1,
                          .nprobe = p->nprobe};
   qv_rc rc = QV_OK;

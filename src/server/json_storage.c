@@ -417,7 +417,7 @@ static bool parse_quant_search(srv_req *r, const json_t *q, qv_search_params *p)
   if (!get_bool(r, q, what, "ignore", &p->quant_ignore, NULL) ||
       !get_bool(r, q, what, "rescore", &rescore, &seen))
     return false;
-  if (seen) p->quant_rescore = rescore ? 1 : 0;
+  if (seen) p->quant_rescore = rescore ? 1 : -1;
   double x;
   if (!get_num(r, q, what, "oversampling", &seen, &x)) return false;
   if (seen && !(x >= 1.0 && x <= STORAGE_OVERSAMPLING_MAX))

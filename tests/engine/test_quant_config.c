@@ -229,7 +229,7 @@ Test(quant_config, reopen_loads_codes_and_gives_the_same_results) {
     qv_search_params p;
     qv_search_params_init(&p);
     p.k = 5;
-    p.quant_rescore = 0; /* code distances: any change of the codes shows */
+    p.quant_rescore = -1; /* code distances: any change of the codes shows */
     qv_hit before[100], after[100];
     run_queries(&f, &p, before);
     fx_close(&f);

@@ -196,7 +196,7 @@ Test(quant_search, rescore_off_returns_code_distances) {
   qv_storage_params st = {.quantization = QV_QUANT_SCALAR};
   fx_build(&f, &st);
   qv_search_params on = params(64, 2), off = on;
-  off.quant_rescore = 0;
+  off.quant_rescore = -1;
   size_t differ = 0;
   for (uint32_t q = 0; q < 20; q++) {
     qv_hit h[K];
@@ -247,9 +247,9 @@ Test(quant_search, oversampling_raises_binary_recall) {
   fx f;
   qv_storage_params st = {.quantization = QV_QUANT_BINARY, .bq_bits = 1};
   fx_build(&f, &st);
-  double r1 = recall(&f, &(qv_search_params){.k = K, .ef = 16, .quant_rescore = -1,
+  double r1 = recall(&f, &(qv_search_params){.k = K, .ef = 16, .quant_rescore = 0,
                                               .quant_oversampling = 1});
-  double r8 = recall(&f, &(qv_search_params){.k = K, .ef = 16, .quant_rescore = -1,
+  double r8 = recall(&f, &(qv_search_params){.k = K, .ef = 16, .quant_rescore = 0,
                                               .quant_oversampling = 8});
   cr_log_info("binary 1-bit: os 1 %.4f, os 8 %.4f", r1, r8);
   cr_expect_gt(r8, r1 + 0.1, "os 8 %.4f vs os 1 %.4f", r8, r1); /* measured 0.455 -> 0.937 */
