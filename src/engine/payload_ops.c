@@ -278,7 +278,7 @@ qv_rc qv_scroll_ordered(qv_collection *c, const qv_filter *filter, const char *k
       idmap_entry *e = &sh->map.slots[i];
       if (e->seg == NULL) continue;
       const json_t *payload = segment_payload_json(e->seg, e->row);
-      if (filter && !filter_match(filter, &e->id, payload)) continue;
+      if (filter && !segment_filter_match(e->seg, e->row, filter)) continue;
       pick_ctx pc = {descending, false, 0};
       filter_path_values(payload, &path, pick_value, &pc);
       if (!pc.have) continue;

@@ -13,6 +13,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "engine/id.h"
+#include "filter/filter.h"
 
 /* Anonymous, lazily committed reservation. */
 static void *reserve(size_t n) {
@@ -327,4 +328,22 @@ uint64_t segment_payload_bytes(const segment *s) {
   uint32_t n = segment_rows(s);
   for (uint32_t i = 0; i < n; i++) b += s->payload_lens[i];
   return b;
+}
+
+typedef struct row_ref {
+  const segment *s;
+  uint32_t row;
+} row_ref;
+
+static bool row_has_vector(void *ctx, const char *name) {
+  const row_ref *r = ctx;
+  int space = spaces_find(r->s->sp, name);
+  return space >= 0 && segment_has(r->s, (uint32_t)space, r->row);
+}
+
+bool segment_filter_match(segment *s, uint32_t row, const struct qv_filter *f) {
+  if (f == NULL) return true;
+  row_ref ref = {s, row};
+  filter_point pt = {&s->ids[row], row_has_vector, &ref};
+  return filter_match_point(f, &pt, segment_payload_json(s, row));
 }

@@ -136,6 +136,9 @@ static inline bool segment_has(const segment *s, uint32_t space, uint32_t row) {
   return s->present[space][row] != 0;
 }
 const char *segment_payload(const segment *s, uint32_t row, uint32_t *len);
+/* Does row's point match filter `f` (NULL matches)? Its payload, id and
+ * which vectors it has (has_vector). */
+bool segment_filter_match(segment *s, uint32_t row, const struct qv_filter *f);
 /* The row's payload as parsed JSON, NULL for an empty payload; parsed once
  * and cached for the segment's life. Read-only: never modify the result. */
 const struct json_t *segment_payload_json(segment *s, uint32_t row);

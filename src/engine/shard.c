@@ -484,7 +484,7 @@ static qv_rc collect_targets(shard *sh, const qv_point_id *ids, size_t n,
     for (size_t i = 0; i < sh->map.cap; i++) {
       idmap_entry *e = &sh->map.slots[i];
       if (e->seg == NULL) continue;
-      if (filter && !filter_match(filter, &e->id, segment_payload_json(e->seg, e->row)))
+      if (filter && !segment_filter_match(e->seg, e->row, filter))
         continue;
       t[m++] = (target){e->seg, e->row, e->id};
     }

@@ -84,7 +84,7 @@ typedef struct allow_ctx {
 } allow_ctx;
 
 static bool payload_ok(segment *s, uint32_t row, const qv_filter *f) {
-  return f == NULL || filter_match(f, &s->ids[row], segment_payload_json(s, row));
+  return segment_filter_match(s, row, f);
 }
 
 static bool row_allowed(void *vctx, uint32_t row) {

@@ -103,6 +103,27 @@ class NamedVectorsTest(Base):
         page = self.ok("POST", c + "/points/scroll", {"limit": 2, "with_vector": ["txt"]})["points"]
         self.assertEqual([set(p["vector"]) for p in page], [{"txt"}, {"txt"}])
 
+    def test_has_vector_filter_knows_named_vectors(self):
+        c = self.seeded()
+        def ids(flt):
+            pts = self.ok("POST", c + "/points/scroll", {"limit": 100, "filter": flt})["points"]
+            return sorted(p["id"] for p in pts)
+        with_img = sorted(IMG)
+        with_txt = sorted(TXT)
+        self.assertEqual(ids({"must": [{"has_vector": "img"}]}), with_img)
+        self.assertEqual(ids({"must": [{"has_vector": "txt"}]}), with_txt)
+        self.assertEqual(ids({"must_not": [{"has_vector": "img"}]}), sorted(set(TXT) - set(IMG)))
+        self.assertEqual(ids({"must": [{"has_vector": "nope"}]}), [])
+        self.assertEqual(ids({"must": [{"has_vector": ""}]}), [])  # no unnamed vector here
+        n = self.ok("POST", c + "/points/count", {"filter": {"must": [{"has_vector": "img"}]}})["count"]
+        self.assertEqual(n, len(IMG))
+        # Deleting a point's vector takes it out of has_vector.
+        self.ok("POST", c + "/points/vectors/delete?wait=true", {"points": [with_img[0]], "vector": ["img"]})
+        self.assertEqual(ids({"must": [{"has_vector": "img"}]}), with_img[1:])
+        hits = self.ok("POST", c + "/points/search", {"vector": {"name": "txt", "vector": [1, 0, 0]},
+                                                      "limit": 10, "filter": {"must": [{"has_vector": "img"}]}})
+        self.assertEqual(sorted(h["id"] for h in hits), sorted(set(with_img[1:]) & set(TXT)))
+
     def test_batch_form_with_named_lists(self):
         c = self.named()
         self.ok("PUT", c + "/points?wait=true", {"batch": {
