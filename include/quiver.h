@@ -137,6 +137,8 @@ typedef enum qv_vector_index {
   QV_VINDEX_IVF_PQ,
 } qv_vector_index;
 
+#define QV_BQ_ONE_AND_HALF_BITS 3u /* qv_storage_params.bq_bits: 1.5 bits a dimension */
+
 typedef struct qv_storage_params {
   qv_datatype datatype;
   /* Full vectors of sealed segments are only read from the mapped file
@@ -144,7 +146,11 @@ typedef struct qv_storage_params {
   bool on_disk;
   qv_quantization quantization;
   float sq_quantile;     /* scalar: in [0.5, 1]; 0 = 0.99 */
-  uint32_t bq_bits;      /* binary: 1 or 2; 0 = 1 */
+  /* binary: 1, 2 or QV_BQ_ONE_AND_HALF_BITS; 0 = 1. One and a half bits
+   * (Qdrant's one_and_half_bits) is ceil(1.5 dim / 64) 64-bit words a
+   * vector, shared out per segment: 2 bits to the dimensions whose values
+   * vary most, 1 or 0 to the rest. */
+  uint32_t bq_bits;
   uint32_t pq_ratio;     /* product and IVF-PQ: 4, 8, 16, 32, 64; 0 = 16 */
   bool quant_always_ram; /* accepted for Qdrant; codes always live in RAM */
   qv_vector_index index;
@@ -306,6 +312,16 @@ typedef struct qv_collection_info {
   const char *isa;                /* distance kernels in use ("avx512") */
   bool is_failed;                 /* a fatal I/O error closed the collection */
 } qv_collection_info;
+
+/* Changes the settings that may change after creation: hnsw_m and
+ * hnsw_ef_construct (collection and named vectors; used by segments sealed
+ * from now on), segment_max_points (from the next mutable segment) and
+ * full_scan_threshold (from the next search). `cfg` is the whole config —
+ * the one qv_collection_info_get returned, with those fields changed; any
+ * other difference is QV_EINVAL naming the field. Durable on QV_OK.
+ * Errors: QV_EINVAL, QV_EIO. */
+QV_API qv_rc qv_collection_update(qv_collection *c, const qv_collection_config *cfg,
+                                  qv_err *err);
 
 QV_API qv_rc qv_collection_info_get(qv_collection *c, qv_collection_info *out,
                                     qv_err *err);

@@ -491,7 +491,9 @@ qv_rc qv_collection_optimize(qv_collection *c, qv_err *err) {
 qv_rc qv_collection_info_get(qv_collection *c, qv_collection_info *out,
                              qv_err *err) {
   memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&c->idx_mu); /* qv_collection_update may be changing it */
   out->config = c->cfg;
+  pthread_mutex_unlock(&c->idx_mu);
   out->isa = dist_ops_get()->isa;
   for (uint32_t s = 0; s < c->n_shards; s++) {
     shard *sh = c->shards[s];

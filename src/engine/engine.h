@@ -17,7 +17,8 @@ struct qv_collection {
   spaces sp;
   shard **shards;
   uint32_t n_shards;
-  pthread_mutex_t idx_mu; /* serialises payload index changes */
+  pthread_mutex_t idx_mu; /* serialises payload index and config changes;
+                           * guards copies of cfg (config_update.c) */
   idxdefs *defs;          /* payload index definitions, or NULL */
   int refs;     /* the registry's one plus one per borrower */
   bool dropped; /* files are removed when the last reference goes */

@@ -243,6 +243,14 @@ static qv_rc replay_one(void *vctx, uint64_t lsn, const void *rec, size_t len,
   return apply_record(sh, lsn, rec, len, NULL, NULL, err);
 }
 
+uint32_t shard_mutable_cap(const shard *sh, uint32_t segment_max_points) {
+  uint64_t cap = segment_max_points;
+  uint64_t by_bytes = MUTABLE_MAX_VECTOR_BYTES / (sh->row_bytes ? sh->row_bytes : 1);
+  if (cap > by_bytes) cap = by_bytes;
+  if (cap < 16) cap = 16;
+  return (uint32_t)cap;
+}
+
 qv_rc shard_open(const char *dir, uint32_t shard_no,
                  const qv_collection_config *cfg, uint32_t n_threads,
                  shard **out, qv_err *err) {
@@ -255,11 +263,7 @@ qv_rc shard_open(const char *dir, uint32_t shard_no,
   spaces_from_config(cfg, &sh->sp);
   sh->row_bytes = 0;
   for (uint32_t i = 0; i < sh->sp.n; i++) sh->row_bytes += sh->sp.s[i].dim * 4u;
-  uint64_t cap = cfg->segment_max_points;
-  uint64_t by_bytes = MUTABLE_MAX_VECTOR_BYTES / (sh->row_bytes ? sh->row_bytes : 1);
-  if (cap > by_bytes) cap = by_bytes;
-  if (cap < 16) cap = 16;
-  sh->mutable_cap = (uint32_t)cap;
+  sh->mutable_cap = shard_mutable_cap(sh, cfg->segment_max_points);
   pthread_rwlock_init(&sh->lock, NULL);
   pthread_mutex_init(&sh->build_mu, NULL);
   idmap_init(&sh->map);

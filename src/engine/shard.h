@@ -63,6 +63,9 @@ typedef struct shard {
 /* Creates an empty shard at `dir` (which must not exist). */
 qv_rc shard_create(const char *dir, qv_err *err);
 /* Opens and recovers the shard at `dir`. */
+/* Rows of a new mutable segment for `segment_max_points` (capped by the
+ * vector bytes a mutable segment may reserve). */
+uint32_t shard_mutable_cap(const shard *sh, uint32_t segment_max_points);
 qv_rc shard_open(const char *dir, uint32_t shard_no,
                  const qv_collection_config *cfg, uint32_t n_threads,
                  shard **out, qv_err *err);

@@ -245,11 +245,13 @@ static qv_rc search_segment(shard *sh, segment *s, const shard_view *v,
   bool selective = false;
   if (a->filter != NULL) {
     double matches = have_cand ? cand.count : filter_estimate(s, n, a->filter);
-    selective = scan_is_cheaper(matches, n, ef, sh->sp.s[a->space].m);
+    /* m and full_scan_threshold may change under us (qv_collection_update) */
+    selective = scan_is_cheaper(matches, n, ef, __atomic_load_n(&sh->sp.s[a->space].m, __ATOMIC_RELAXED));
   }
   bool use_graph = s->state == SEG_SEALED && (graph != NULL || s->ivf[a->space] != NULL) &&
                    !a->exact &&
-                   live >= sh->cfg.full_scan_threshold && !selective;
+                   live >= __atomic_load_n(&sh->cfg.full_scan_threshold, __ATOMIC_RELAXED) &&
+                   !selective;
   const rowset *cp = have_cand ? &cand : NULL;
   if (!use_graph) {
     scan_exact(s, n, snap, a, cp, dist, out);

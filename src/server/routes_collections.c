@@ -576,19 +576,45 @@ static bool patch_quant(srv_req *r, const json_t *q, const char *what,
                          what, qv_quantization_name(cur->quantization));
 }
 
+/* An hnsw_config of a PATCH into *m / *ef (and *fst when not NULL); the
+ * engine validates the values. */
+static bool patch_hnsw(srv_req *r, const json_t *h, uint32_t *m, uint32_t *ef, uint32_t *fst) {
+  if (h == NULL) return true;
+  uint32_t ignored = 0;
+  if (!cfg_u32(r, h, "m", m) || !cfg_u32(r, h, "ef_construct", ef) ||
+      !cfg_u32(r, h, "full_scan_threshold", fst ? fst : &ignored))
+    return false;
+  if (json_object_get(h, "m") && *m == 0)
+    return srv_wrong_input(r, "hnsw_config.m = 0 (no graph) is not supported yet");
+  return true;
+}
+
 /* `vectors` of a PATCH: {name: {hnsw_config?, quantization_config?,
- * on_disk?}} ("" = the unnamed vector); checked against the stored config. */
-static bool patch_vectors(srv_req *r, const json_t *v, const srv_coll *sc) {
-  const qv_collection_config *cf = &sc->info.config;
+ * on_disk?}} ("" = the unnamed vector); storage is checked against the
+ * stored config, hnsw settings go into *cf. */
+static bool patch_vectors(srv_req *r, const json_t *v, qv_collection_config *cf) {
   const char *name;
   json_t *d;
   json_object_foreach((json_t *)v, name, d) {
     char what[120];
     snprintf(what, sizeof what, "vectors.%.80s", name);
     const qv_storage_params *cur = NULL;
-    if (name[0] == 0 && cf->dim > 0) cur = &cf->storage;
+    uint32_t *m = NULL, *ef = NULL;
+    if (name[0] == 0 && cf->dim > 0) {
+      cur = &cf->storage;
+      m = &cf->hnsw_m;
+      ef = &cf->hnsw_ef_construct;
+    }
     for (uint32_t i = 0; cur == NULL && i < cf->n_named; i++)
-      if (!strcmp(cf->named[i].name, name)) cur = &cf->named[i].storage;
+      if (!strcmp(cf->named[i].name, name)) {
+        cur = &cf->named[i].storage;
+        /* 0 means "the collection's": a PATCH of one of them sets its own */
+        if (cf->named[i].hnsw_m == 0) cf->named[i].hnsw_m = cf->hnsw_m;
+        if (cf->named[i].hnsw_ef_construct == 0)
+          cf->named[i].hnsw_ef_construct = cf->hnsw_ef_construct;
+        m = &cf->named[i].hnsw_m;
+        ef = &cf->named[i].hnsw_ef_construct;
+      }
     if (cur == NULL) return srv_wrong_input(r, "Not existing vector name error: %.80s", name);
     if (!json_is_object(d))
       return srv_format_err(r, "%s: invalid type: %s, expected a map", what, srv_type_name(d));
@@ -603,8 +629,9 @@ static bool patch_vectors(srv_req *r, const json_t *v, const srv_coll *sc) {
     char qwhat[160];
     snprintf(qwhat, sizeof qwhat, "%s.quantization_config", what);
     bool ok, on_disk = cur->on_disk;
-    srv_field_obj(r, d, "hnsw_config", &ok);
-    if (!ok || !patch_quant(r, json_object_get(d, "quantization_config"), qwhat, cur) ||
+    const json_t *h = srv_field_obj(r, d, "hnsw_config", &ok);
+    if (!ok || !patch_hnsw(r, h, m, ef, NULL) ||
+        !patch_quant(r, json_object_get(d, "quantization_config"), qwhat, cur) ||
         !srv_field_bool(r, d, "on_disk", &on_disk))
       return false;
     if (on_disk != cur->on_disk)
@@ -619,10 +646,12 @@ void h_coll_patch(srv_req *r) {
   json_t *body = srv_body(r, true);
   srv_coll sc = {0};
   if (body == NULL || !srv_coll_open(r, &sc)) goto out;
-  /* Every known section is checked for shape; none is applied, because no
-   * setting of a Quiver collection can change after creation yet. Storage
-   * settings are compared with the stored ones: restating them is fine, a
-   * change is refused rather than ignored. */
+  /* Every known section is checked for shape. Applied: hnsw_config (m,
+   * ef_construct: segments sealed from now on; full_scan_threshold), per
+   * vector hnsw_config, optimizers_config.indexing_threshold (the segment
+   * size, as on create). Storage settings are compared with the stored
+   * ones: restating them is fine, a change is refused rather than ignored.
+   * The other sections are accepted and not applied (docs/api.md). */
   static const char *sections[] = {"optimizers_config", "params", "hnsw_config", "vectors",
                                    "sparse_vectors", "strict_mode_config", "metadata"};
   for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
@@ -630,11 +659,33 @@ void h_coll_patch(srv_req *r) {
     srv_field_obj(r, body, sections[i], &ok);
     if (!ok) goto out;
   }
+  qv_collection_config cfg = sc.info.config;
   const json_t *v = json_object_get(body, "vectors");
-  if (v && json_is_object(v) && !patch_vectors(r, v, &sc)) goto out;
+  if (v && json_is_object(v) && !patch_vectors(r, v, &cfg)) goto out;
   if (!patch_quant(r, json_object_get(body, "quantization_config"), "quantization_config",
-                   &sc.info.config.storage))
+                   &sc.info.config.storage) ||
+      !patch_hnsw(r, json_object_get(body, "hnsw_config"), &cfg.hnsw_m, &cfg.hnsw_ef_construct,
+                  &cfg.full_scan_threshold))
     goto out;
+  const json_t *o = json_object_get(body, "optimizers_config");
+  uint64_t it = 0;
+  if (o && !srv_field_u64(r, o, "indexing_threshold", false, &it)) goto out;
+  if (it > UINT32_MAX) {
+    srv_wrong_input(r, "optimizers_config.indexing_threshold %llu is too large",
+                    (unsigned long long)it);
+    goto out;
+  }
+  if (it > 0) cfg.segment_max_points = (uint32_t)it;
+  qv_err err = {0};
+  qv_rc rc = qv_collection_update(sc.c, &cfg, &err);
+  if (rc == QV_EINVAL) {
+    srv_wrong_input(r, "%s", err.msg);
+    goto out;
+  }
+  if (rc != QV_OK) {
+    srv_rc_fail(r, rc, &err);
+    goto out;
+  }
   srv_ok(r, json_true());
 out:
   srv_coll_close(&sc);

@@ -293,3 +293,56 @@ Test(db, second_open_of_the_same_directory_is_busy) {
   qv_close(db2);
   tu_rmdir(dir);
 }
+
+Test(collection, update_changes_only_the_mutable_settings_durably) {
+  char *dir = tu_tmpdir("update");
+  qv_db *db = open_db(dir);
+  qv_collection *c = make(db, "u", 4, QV_EUCLID, 1);
+  qv_collection_info info;
+  qv_err e;
+  cr_assert_eq(qv_collection_info_get(c, &info, &e), QV_OK);
+  qv_collection_config cfg = info.config;
+  cfg.hnsw_m = 8;
+  cfg.hnsw_ef_construct = 40;
+  cfg.full_scan_threshold = 5;
+  cfg.segment_max_points = 32;
+  cr_assert_eq(qv_collection_update(c, &cfg, &e), QV_OK, "%s", e.msg);
+
+  qv_collection_config bad = cfg;
+  bad.dim = 8;
+  cr_assert_eq(qv_collection_update(c, &bad, &e), QV_EINVAL);
+  cr_expect(strstr(e.msg, "vector size") != NULL, "%s", e.msg);
+  bad = cfg;
+  bad.storage.quantization = QV_QUANT_SCALAR;
+  cr_assert_eq(qv_collection_update(c, &bad, &e), QV_EINVAL);
+  cr_expect(strstr(e.msg, "storage") != NULL, "%s", e.msg);
+  bad = cfg;
+  bad.hnsw_m = 2;
+  cr_assert_eq(qv_collection_update(c, &bad, &e), QV_EINVAL);
+
+  /* The new segment size applies from the next mutable segment on. */
+  cr_assert_eq(qv_collection_optimize(c, &e), QV_OK, "%s", e.msg);
+  uint64_t seed = 5;
+  for (uint64_t i = 0; i < 100; i++) {
+    float v[4] = {tu_randf(&seed), tu_randf(&seed), tu_randf(&seed), tu_randf(&seed)};
+    put(c, i, v, 4, NULL);
+  }
+  cr_assert_eq(qv_collection_info_get(c, &info, &e), QV_OK);
+  cr_expect_geq(info.segments_count, 4, "100 points in segments of 32: %u segments",
+                info.segments_count);
+  qv_collection_release(c);
+  qv_close(db);
+
+  db = open_db(dir);
+  cr_assert_eq(qv_collection_get(db, "u", &c, &e), QV_OK, "%s", e.msg);
+  cr_assert_eq(qv_collection_info_get(c, &info, &e), QV_OK);
+  cr_expect_eq(info.config.hnsw_m, 8);
+  cr_expect_eq(info.config.hnsw_ef_construct, 40);
+  cr_expect_eq(info.config.full_scan_threshold, 5);
+  cr_expect_eq(info.config.segment_max_points, 32);
+  cr_expect_eq(info.config.dim, 4);
+  cr_expect_eq(info.points_count, 100);
+  qv_collection_release(c);
+  qv_close(db);
+  tu_rmdir(dir);
+}

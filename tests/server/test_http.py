@@ -165,8 +165,25 @@ class CollectionTest(Base):
     def test_patch_accepts_known_sections(self):
         c = self.coll()
         self.assertIs(self.ok("PATCH", c, {"optimizers_config": {"indexing_threshold": 1000}}), True)
+        self.assertEqual(self.ok("GET", c)["config"]["optimizer_config"]["indexing_threshold"], 1000)
         self.err(400, "PATCH", c, {"hnsw_config": 5}, "Format error")
         self.err(404, "PATCH", "/collections/absent_patch", {})
+
+    def test_patch_changes_hnsw_settings_and_refuses_fixed_ones(self):
+        c = self.coll(size=4, distance="Dot")
+        self.upsert(c, [{"id": i, "vector": [1, i, 0, 0]} for i in range(20)])
+        self.assertIs(self.ok("PATCH", c, {"hnsw_config": {"m": 8, "ef_construct": 40,
+                                                           "full_scan_threshold": 7}}), True)
+        h = self.ok("GET", c)["config"]["hnsw_config"]
+        self.assertEqual((h["m"], h["ef_construct"], h["full_scan_threshold"]), (8, 40, 7))
+        self.assertIs(self.ok("PATCH", c, {"vectors": {"": {"hnsw_config": {"m": 12}}}}), True)
+        self.assertEqual(self.ok("GET", c)["config"]["hnsw_config"]["m"], 12)
+        self.err(400, "PATCH", c, {"hnsw_config": {"m": 2}}, "hnsw m 2")
+        self.err(400, "PATCH", c, {"hnsw_config": {"m": "8"}}, "Format error")
+        self.err(400, "PATCH", c, {"quantization_config": {"scalar": {"type": "int8"}}},
+                 "recreate the collection")
+        self.assertEqual(self.ok("GET", c)["config"]["hnsw_config"]["m"], 12)
+        self.assertEqual(self.ok("POST", c + "/points/count", {})["count"], 20)
 
     def test_info_counts_points(self):
         c = self.coll()
