@@ -384,9 +384,9 @@ def cmd_report(a):
     else:
         L.append("- int8 + rescore: recall 0.95 not reached by %s" %
                  ("Quiver" if not q8 else "hnswlib"))
-    for cfg in ("bq1", "bq2"):
-        b = best_at(pick("quiver", "^" + cfg), 0.95)
-        allb = pick("quiver", "^" + cfg)
+    for cfg in ("bq1", "bq1.5", "bq2"):
+        b = best_at(pick("quiver", "^" + re.escape(cfg) + "-"), 0.95)
+        allb = pick("quiver", "^" + re.escape(cfg) + "-")
         if b:
             L.append("- binary %s + rescore: recall %.4f at %s, %.0f QPS; RAM vector bytes "
                      "%.1f B/vec = **%.1fx** smaller than float32 (target >= 20x)" % (

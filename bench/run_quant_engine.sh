@@ -11,6 +11,7 @@
 #   f16-hnsw     --datatype float16                   / --ef LIST
 #   int8-os*     --quantization int8 --on-disk-vectors / --ef LIST --oversampling X
 #   bq1-os*      --quantization binary --bq-bits 1 --on-disk-vectors / ... --oversampling X
+#   bq1.5-os*    --quantization binary --bq-bits 1.5 --on-disk-vectors / ... --oversampling X
 #   bq2-os*      --quantization binary --bq-bits 2 --on-disk-vectors / ... --oversampling X
 #   pq16, pq32   --quantization pq --pq-ratio R --on-disk-vectors / ... --oversampling X
 #   ivf-flat     --index ivf-flat --nlist NL           / --nprobe LIST
@@ -56,7 +57,7 @@ else
   efs=${QV_BENCH_EF:-16,32,64,128,256} nprobes=${QV_BENCH_NPROBE:-1,2,4,8,16,32,64}
   oss=${QV_BENCH_OS:-2,4,8}
 fi
-configs=${QV_BENCH_CONFIGS:-f32-hnsw f16-hnsw int8 bq1 bq2 pq16 pq32 ivf-flat ivf-pq16}
+configs=${QV_BENCH_CONFIGS:-f32-hnsw f16-hnsw int8 bq1 bq1.5 bq2 pq16 pq32 ivf-flat ivf-pq16 ivf-pq32}
 export OMP_NUM_THREADS=1
 py=/usr/bin/python3
 
@@ -124,7 +125,7 @@ for cfg in $configs; do
       qrun "int8-os$os" "--quantization int8 --on-disk-vectors" "--ef $efs --oversampling $os"
     done
     ;;
-  bq1 | bq2)
+  bq1 | bq2 | bq1.5)
     bits=${cfg#bq}
     for os in ${oss//,/ }; do
       qrun "$cfg-os$os" "--quantization binary --bq-bits $bits --on-disk-vectors" \

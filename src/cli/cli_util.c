@@ -421,7 +421,10 @@ void cli_storage_describe(const qv_storage_params *s, char *buf, size_t cap) {
   if (s->quantization == QV_QUANT_SCALAR)
     snprintf(codes, sizeof codes, "int8 codes");
   else if (s->quantization == QV_QUANT_BINARY)
-    snprintf(codes, sizeof codes, "%u-bit binary codes", s->bq_bits ? s->bq_bits : 1);
+    snprintf(codes, sizeof codes, "%s-bit binary codes",
+             s->bq_bits == QV_BQ_ONE_AND_HALF_BITS ? "1.5"
+             : s->bq_bits == 2                     ? "2"
+                                                   : "1");
   else if (s->quantization == QV_QUANT_PRODUCT)
     snprintf(codes, sizeof codes, "pq x%u codes", s->pq_ratio ? s->pq_ratio : 16);
   char index[48];

@@ -101,7 +101,7 @@ qv_rc cli_parse_floats(const char *s, float **out, size_t *n, qv_err *err);
 #define CLI_QUANTIZATIONS "none|int8|binary|pq"
 #define CLI_INDEXES "hnsw|ivf-flat|ivf-pq"
 #define CLI_PQ_RATIOS "4|8|16|32|64"
-#define CLI_BQ_BITS "1|2"
+#define CLI_BQ_BITS "1|2|1.5" /* choice index + 1 = bq_bits */
 
 /* What `quiver import` was told about storage: choice indexes as set by
  * CLI_FLAG_CHOICE (-1 = not given) and the numbers. */

@@ -360,7 +360,9 @@ static void print_summary(FILE *out, const bench_opts *o,
     json_object_set_new(j, "index", json_string(qv_vector_index_name(st->index)));
     json_object_set_new(j, "on_disk", json_boolean(st->on_disk));
     json_object_set_new(j, "pq_ratio", json_integer(st->pq_ratio));
-    json_object_set_new(j, "bq_bits", json_integer(st->bq_bits));
+    json_object_set_new(j, "bq_bits", st->bq_bits == QV_BQ_ONE_AND_HALF_BITS
+                                          ? json_real(1.5)
+                                          : json_integer(st->bq_bits ? st->bq_bits : 1));
     json_object_set_new(j, "ivf_nlist", json_integer(st->ivf_nlist));
     print_json(out, j);
     return;

@@ -245,8 +245,11 @@ int cmd_import(int argc, char **argv, FILE *out, FILE *errf) {
       {"pq-ratio", CLI_FLAG_CHOICE, &o.stf.pq_ratio, CLI_PQ_RATIOS,
        "compression of product codes (pq, ivf-pq; default 16)", 0, 0, false,
        false},
+      /* "1.5" last: choice index + 1 is qv_storage_params.bq_bits, and
+       * index 2 + 1 is QV_BQ_ONE_AND_HALF_BITS */
       {"bq-bits", CLI_FLAG_CHOICE, &o.stf.bq_bits, CLI_BQ_BITS,
-       "bits per dimension of binary codes (default 1)", 0, 0, false, false},
+       "bits per dimension of binary codes (default 1; 1.5: 2 bits for the "
+       "widest dimensions, 1 or 0 for the rest)", 0, 0, false, false},
       {"index", CLI_FLAG_CHOICE, &o.stf.index, CLI_INDEXES,
        "vector index of sealed segments (default hnsw)", 0, 0, false, false},
       {"nlist", CLI_FLAG_U32, &o.stf.nlist, "N",

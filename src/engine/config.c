@@ -88,9 +88,10 @@ static qv_rc validate_storage(const qv_storage_params *s, qv_distance dist, cons
   if (s->sq_quantile != 0 && !(s->sq_quantile >= SQ8_QUANTILE_MIN && s->sq_quantile <= SQ8_QUANTILE_MAX))
     return qv_err_set(err, QV_EINVAL, "%s: sq_quantile %g, expected 0.5..1 (0 = 0.99)", what,
                       (double)s->sq_quantile);
-  if (s->bq_bits > 2)
-    return qv_err_set(err, QV_EINVAL, "%s: bq_bits %u, expected 1 or 2 (0 = 1)", what,
-                      s->bq_bits);
+  if (s->bq_bits > QV_BQ_ONE_AND_HALF_BITS)
+    return qv_err_set(err, QV_EINVAL,
+                      "%s: bq_bits %u, expected 1, 2 or %u (one and a half; 0 = 1)", what,
+                      s->bq_bits, QV_BQ_ONE_AND_HALF_BITS);
   uint32_t r = s->pq_ratio;
   if (r != 0 && r != 4 && r != 8 && r != 16 && r != 32 && r != 64)
     return qv_err_set(err, QV_EINVAL, "%s: pq_ratio %u, expected 4, 8, 16, 32 or 64 (0 = 16)",

@@ -107,7 +107,7 @@ void qcodes_free(qcodes *c) {
 size_t qcodes_memory_bytes(const qcodes *c) {
   size_t b = (size_t)c->n * c->stride;
   if (c->sq) b += 3 * (size_t)c->dim * sizeof(float);
-  if (c->bq) b += (2 * (size_t)c->bq->bits + 1) * c->dim * sizeof(float);
+  if (c->bq) b += (2 * (size_t)c->bq->n_planes + 1) * c->dim * sizeof(float) + c->dim;
   if (c->pq) b += 2 * (size_t)PQ_KSUB * c->dim * sizeof(float);
   return b;
 }

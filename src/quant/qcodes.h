@@ -5,7 +5,7 @@
  *
  * Kinds:
  *   QCODES_SQ8  int8 scalar codes (sq8.h), trained quantile range; lossy
- *   QCODES_BQ   1- or 2-bit binary codes (bq.h), asymmetric scoring; lossy
+ *   QCODES_BQ   1-, 1.5- or 2-bit binary codes (bq.h), asymmetric scoring; lossy
  *   QCODES_PQ   product codes (pq.h), ADC; lossy
  *   QCODES_F16  IEEE binary16 values (f16.h); exact for vectors that were
  *               rounded to float16 on upsert (datatype float16)
@@ -49,7 +49,7 @@ typedef enum qcodes_kind {
 typedef struct qcodes_params {
   qcodes_kind kind;
   float sq_quantile;  /* SQ8: (0.5, 1] */
-  uint32_t bq_bits;   /* BQ: 1 or 2 */
+  uint32_t bq_bits;   /* BQ: 1, 2 or BQ_ONE_AND_HALF; 0 = 1 */
   uint32_t pq_ratio;  /* PQ: 4..64 (m = pq_m_for_ratio(dim, ratio)) */
   uint32_t n_threads; /* PQ training */
   uint64_t seed;

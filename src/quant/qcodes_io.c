@@ -5,15 +5,19 @@
  * integers little-endian, floats IEEE 754 binary32):
  *
  *     0   magic "QVCODES\0"        8 bytes
- *     8   version (1)              u32
+ *     8   version (1, or 2 when     u32
+ *         the codes are 1.5-bit)
  *     12  kind (qcodes_kind)       u32
  *     16  metric (vec_metric)      u32
  *     20  dim, n                   u32 x 2
- *     28  param                    u32: BQ bits, PQ m, else 0
+ *     28  param                    u32: BQ bits (1, 2, 3 = one and a half),
+ *                                  PQ m, else 0
  *     32  stride (bytes a code)    u32
- *     36  reserved (0)             u32
+ *     36  planes                   u32: 1.5-bit BQ: threshold planes P; else 0
  *     40  tables                   SQ8/U8: lo, step, inv_step (3 dim f32)
  *                                  BQ: thr (bits dim f32), recon ((bits+1) dim)
+ *                                  1.5-bit BQ: thr (P dim), recon ((P+1) dim),
+ *                                  planes of each dimension (dim f32, 0..P)
  *                                  PQ: centroids (256 dim f32, pq.h layout)
  *                                  F16: none
  *         codes                    n * stride bytes
@@ -24,7 +28,13 @@
  * shape against what the caller expects, then finite tables — so a file
  * with a valid checksum but another shape cannot make scoring read out of
  * bounds. sq8 step and 1/step are stored, not recomputed, so codes score
- * bit-identically before and after a reopen. */
+ * bit-identically before and after a reopen.
+ *
+ * Versions: 1.5-bit codes need the planes word and the per-dimension plane
+ * counts, so their files say version 2; every other file is still written
+ * as version 1, byte for byte as before. Both load. A reader that knows
+ * only version 1 refuses a 1.5-bit file with QV_ECORRUPT "version 2,
+ * expected 1" naming it, rather than misreading it. */
 #include <math.h>
 #include <string.h>
 
@@ -36,13 +46,15 @@
 
 #define QC_MAGIC "QVCODES\0"
 #define QC_VERSION 1u
+#define QC_VERSION_MIXED 2u /* 1.5-bit binary codes */
 #define HDR_BYTES 40u
 
-static uint64_t table_floats(uint32_t kind, uint32_t dim, uint32_t param) {
+static uint64_t table_floats(uint32_t kind, uint32_t dim, uint32_t param, uint32_t planes) {
   switch (kind) {
   case QCODES_SQ8:
   case QCODES_U8: return 3ull * dim;
-  case QCODES_BQ: return (2ull * param + 1) * dim;
+  case QCODES_BQ:
+    return param == BQ_ONE_AND_HALF ? (2ull * planes + 2) * dim : (2ull * param + 1) * dim;
   case QCODES_PQ: return (uint64_t)PQ_KSUB * dim;
   }
   return 0;
@@ -59,9 +71,13 @@ static void put(unsigned char **p, const void *src, size_t n) {
 
 static void put_u32(unsigned char **p, uint32_t v) { put(p, &v, 4); }
 
+static bool is_mixed(const qcodes *c) {
+  return c->kind == QCODES_BQ && c->bq->bits == BQ_ONE_AND_HALF;
+}
+
 qv_rc qcodes_save(const qcodes *c, const char *path, qv_err *err) {
-  uint32_t param = param_of(c);
-  uint64_t tf = table_floats(c->kind, c->dim, param);
+  uint32_t param = param_of(c), planes = is_mixed(c) ? c->bq->n_planes : 0;
+  uint64_t tf = table_floats(c->kind, c->dim, param, planes);
   uint64_t body = HDR_BYTES + tf * 4 + (uint64_t)c->n * c->stride;
   unsigned char *buf = qv_malloc((size_t)body + 4);
   if (buf == NULL)
@@ -69,14 +85,14 @@ qv_rc qcodes_save(const qcodes *c, const char *path, qv_err *err) {
                       (unsigned long long)body);
   unsigned char *p = buf;
   put(&p, QC_MAGIC, 8);
-  put_u32(&p, QC_VERSION);
+  put_u32(&p, is_mixed(c) ? QC_VERSION_MIXED : QC_VERSION);
   put_u32(&p, (uint32_t)c->kind);
   put_u32(&p, (uint32_t)c->metric);
   put_u32(&p, c->dim);
   put_u32(&p, c->n);
   put_u32(&p, param);
   put_u32(&p, (uint32_t)c->stride);
-  put_u32(&p, 0);
+  put_u32(&p, planes);
   size_t dimb = (size_t)c->dim * 4;
   switch (c->kind) {
   case QCODES_SQ8:
@@ -86,8 +102,12 @@ qv_rc qcodes_save(const qcodes *c, const char *path, qv_err *err) {
     put(&p, c->sq->inv_step, dimb);
     break;
   case QCODES_BQ:
-    put(&p, c->bq->thr, dimb * c->bq->bits);
-    put(&p, c->bq->recon, dimb * (c->bq->bits + 1));
+    put(&p, c->bq->thr, dimb * c->bq->n_planes);
+    put(&p, c->bq->recon, dimb * (c->bq->n_planes + 1));
+    for (uint32_t d = 0; planes && d < c->dim; d++) {
+      float f = c->bq->nb[d];
+      put(&p, &f, 4);
+    }
     break;
   case QCODES_PQ: put(&p, c->pq->cent, dimb * PQ_KSUB); break;
   case QCODES_F16: break;
@@ -106,8 +126,8 @@ static uint32_t get_u32(const unsigned char *p) {
 }
 
 /* Rebuilds the quantizer of `c` from the checked tables at `t`. */
-static qv_rc make_quantizer(qcodes *c, uint32_t param, const float *t, const char *path,
-                            qv_err *err) {
+static qv_rc make_quantizer(qcodes *c, uint32_t param, uint32_t planes, const float *t,
+                            const char *path, qv_err *err) {
   size_t dim = c->dim;
   switch (c->kind) {
   case QCODES_SQ8:
@@ -133,24 +153,30 @@ static qv_rc make_quantizer(qcodes *c, uint32_t param, const float *t, const cha
     return QV_OK;
   }
   case QCODES_BQ: {
-    if (param != 1 && param != 2) return QV_CORRUPT(err, "codes %s: %u bits", path, param);
-    bq *b = qv_calloc(1, sizeof *b);
-    float *thr = qv_malloc(dim * param * 4), *recon = qv_malloc(dim * (param + 1) * 4);
-    if (b == NULL || thr == NULL || recon == NULL) {
-      qv_free(b);
-      qv_free(thr);
-      qv_free(recon);
-      return qv_err_set(err, QV_ENOMEM, "codes %s: no memory", path);
+    bool mixed = param == BQ_ONE_AND_HALF;
+    if (param != 1 && param != 2 && !mixed)
+      return QV_CORRUPT(err, "codes %s: binary encoding %u", path, param);
+    if (mixed && (planes < 1 || planes > BQ_PLANES_MAX))
+      return QV_CORRUPT(err, "codes %s: %u planes", path, planes);
+    uint32_t P = mixed ? planes : param;
+    uint8_t *nb = NULL;
+    if (mixed) {
+      const float *fnb = t + dim * (2 * P + 1);
+      nb = qv_malloc(dim);
+      if (nb == NULL) return qv_err_set(err, QV_ENOMEM, "codes %s: no memory", path);
+      for (size_t d = 0; d < dim; d++) {
+        if (!(fnb[d] >= 0 && fnb[d] <= (float)P && fnb[d] == (float)(uint32_t)fnb[d])) {
+          qv_free(nb);
+          return QV_CORRUPT(err, "codes %s: dimension %zu has %g planes", path, d,
+                            (double)fnb[d]);
+        }
+        nb[d] = (uint8_t)fnb[d];
+      }
     }
-    memcpy(thr, t, dim * param * 4);
-    memcpy(recon, t + dim * param, dim * (param + 1) * 4);
-    b->dim = c->dim;
-    b->bits = param;
-    b->n_words = (c->dim + 63) / 64;
-    b->thr = thr;
-    b->recon = recon;
-    c->bq = b;
-    return QV_OK;
+    qv_rc rc = bq_from_tables(c->dim, param, P, t, t + dim * P, nb, &c->bq, err);
+    qv_free(nb);
+    if (rc == QV_EINVAL) return QV_CORRUPT(err, "codes %s: bad binary tables", path);
+    return rc;
   }
   case QCODES_PQ: {
     if (param < 1 || param > c->dim) return QV_CORRUPT(err, "codes %s: pq m %u", path, param);
@@ -178,11 +204,16 @@ qv_rc qcodes_load(const char *path, qcodes_kind kind, uint32_t n, uint32_t dim,
   }
   uint32_t version = get_u32(b + 8), fkind = get_u32(b + 12), fmetric = get_u32(b + 16),
            fdim = get_u32(b + 20), fn = get_u32(b + 24), param = get_u32(b + 28),
-           stride = get_u32(b + 32);
-  uint64_t tf = table_floats(fkind, fdim, param > 64 ? 64 : param);
+           stride = get_u32(b + 32), planes = get_u32(b + 36);
+  bool mixed = fkind == QCODES_BQ && param == BQ_ONE_AND_HALF;
+  if (!mixed) planes = 0;
+  uint64_t tf = table_floats(fkind, fdim, param > 64 ? 64 : param, planes > 64 ? 64 : planes);
   uint64_t body = HDR_BYTES + tf * 4 + (uint64_t)fn * stride;
-  if (version != QC_VERSION) {
-    rc = QV_CORRUPT(err, "codes %s: version %u, expected %u", path, version, QC_VERSION);
+  if (version != QC_VERSION && version != QC_VERSION_MIXED) {
+    rc = QV_CORRUPT(err, "codes %s: version %u, expected %u or %u", path, version, QC_VERSION,
+                    QC_VERSION_MIXED);
+  } else if (mixed && version != QC_VERSION_MIXED) {
+    rc = QV_CORRUPT(err, "codes %s: 1.5-bit codes in a version %u file", path, version);
   } else if (body + 4 != len) {
     rc = QV_CORRUPT(err, "codes %s: %zu bytes, the header implies %llu", path, len,
                     (unsigned long long)(body + 4));
@@ -209,7 +240,7 @@ qv_rc qcodes_load(const char *path, qcodes_kind kind, uint32_t n, uint32_t dim,
   c->metric = metric;
   c->dim = dim;
   c->n = n;
-  rc = make_quantizer(c, param, tables, path, err);
+  rc = make_quantizer(c, param, planes, tables, path, err);
   if (rc != QV_OK) goto out;
   c->stride = kind == QCODES_SQ8 || kind == QCODES_U8 ? dim
               : kind == QCODES_F16                    ? (size_t)dim * 2

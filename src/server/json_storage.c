@@ -11,8 +11,8 @@
  * routes_search.c call in here).
  *
  * Invariant: whatever parses here prints back to JSON that parses to the
- * same qv_storage_params (one_and_half_bits is the one lossy input: it is
- * stored as 2 bits and printed as two_bits). Every rejection is a 400 whose
+ * same qv_storage_params (one_and_half_bits included: it is
+ * QV_BQ_ONE_AND_HALF_BITS and prints back as itself). Every rejection is a 400 whose
  * message names the full path of the field ("vectors.img.quantization_config
  * .scalar.quantile: ..."), because these objects nest three deep and "type"
  * alone would not say which one was wrong. */
@@ -163,9 +163,8 @@ static bool parse_scalar(srv_req *r, const json_t *o, const char *what, qv_stora
   return get_bool(r, o, what, "always_ram", &sp->quant_always_ram, NULL);
 }
 
-/* Qdrant's binary encodings. one_and_half_bits has no code of its own here:
- * it becomes the 2-bit code, which costs a third more bytes and recalls at
- * least as well (documented in docs/api.md). */
+/* Qdrant's binary encodings: one_bit, two_bits and one_and_half_bits
+ * (QV_BQ_ONE_AND_HALF_BITS), each its own code. */
 static bool parse_binary(srv_req *r, const json_t *o, const char *what, qv_storage_params *sp) {
   static const char *const keys[] = {"always_ram", "encoding", "query_encoding", NULL};
   if (!want_obj(r, o, what, "a map") || !check_keys(r, o, what, keys)) return false;
@@ -180,8 +179,10 @@ static bool parse_binary(srv_req *r, const json_t *o, const char *what, qv_stora
   if (enc) {
     if (!strcmp(enc, "one_bit"))
       sp->bq_bits = 1;
-    else if (!strcmp(enc, "two_bits") || !strcmp(enc, "one_and_half_bits"))
+    else if (!strcmp(enc, "two_bits"))
       sp->bq_bits = 2;
+    else if (!strcmp(enc, "one_and_half_bits"))
+      sp->bq_bits = QV_BQ_ONE_AND_HALF_BITS;
     else
       return srv_format_err(r, "%s: unknown variant `%.20s`, expected one of `one_bit`, "
                                "`two_bits`, `one_and_half_bits`",
@@ -363,7 +364,10 @@ json_t *storage_quant_json(const qv_storage_params *sp) {
   case QV_QUANT_BINARY:
     kind = "binary";
     if (sp->bq_bits)
-      json_object_set_new(in, "encoding", json_string(sp->bq_bits == 2 ? "two_bits" : "one_bit"));
+      json_object_set_new(in, "encoding",
+                          json_string(sp->bq_bits == 2                         ? "two_bits"
+                                      : sp->bq_bits == QV_BQ_ONE_AND_HALF_BITS ? "one_and_half_bits"
+                                                                               : "one_bit"));
     break;
   case QV_QUANT_PRODUCT:
     kind = "product";

@@ -56,8 +56,8 @@ Test(quant_config, bad_values_are_rejected_naming_the_field) {
   c.storage.pq_ratio = 12;
   expect_einval(&c, "pq_ratio 12");
   c = base_cfg(8, QV_EUCLID);
-  c.storage.bq_bits = 3;
-  expect_einval(&c, "bq_bits 3");
+  c.storage.bq_bits = 4; /* 3 is QV_BQ_ONE_AND_HALF_BITS */
+  expect_einval(&c, "bq_bits 4");
   c = base_cfg(8, QV_EUCLID);
   c.storage.sq_quantile = 0.3f;
   expect_einval(&c, "sq_quantile");

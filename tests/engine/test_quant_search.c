@@ -156,6 +156,12 @@ Test(quant_search, binary_two_bits_with_oversampling) {
   check_recall(&st, params(64, 4), 0.90, "binary 2-bit os 4"); /* measured 0.954 */
 }
 
+/* QV_BQ_ONE_AND_HALF_BITS: 3 words a vector at 128 dims (1.5 bits) */
+Test(quant_search, binary_one_and_half_bits_with_oversampling) {
+  qv_storage_params st = {.quantization = QV_QUANT_BINARY, .bq_bits = QV_BQ_ONE_AND_HALF_BITS};
+  check_recall(&st, params(64, 4), 0.87, "binary 1.5-bit os 4"); /* measured 0.921 */
+}
+
 Test(quant_search, product_x16_with_oversampling) {
   qv_storage_params st = {.quantization = QV_QUANT_PRODUCT, .pq_ratio = 16};
   check_recall(&st, params(64, 4), 0.95, "pq x16 os 4"); /* measured 0.997 */
@@ -321,6 +327,8 @@ Test(quant_search, cosine_codes_on_sentence_embeddings) {
   } kinds[] = {
       {{.quantization = QV_QUANT_SCALAR}, 1, 0.93},               /* measured 0.970 */
       {{.quantization = QV_QUANT_BINARY, .bq_bits = 2}, 8, 0.96}, /* measured 0.990 */
+      {{.quantization = QV_QUANT_BINARY, .bq_bits = QV_BQ_ONE_AND_HALF_BITS}, 8, 0.95},
+      /* measured 0.990, as 2 bits: 12 words a vector against 16 */
       {{.quantization = QV_QUANT_PRODUCT, .pq_ratio = 16}, 8, 0.97}, /* measured 0.996 */
       {{.index = QV_VINDEX_IVF_PQ, .pq_ratio = 16}, 8, 0.80},     /* measured 0.846: nlist 200, default nprobe 12 */
   };

@@ -68,12 +68,12 @@ class QuantConfigTest(Base):
         c = self.create({"vectors": {"size": 4, "distance": "Dot"}})
         self.assertIsNone(self.config(c)["quantization_config"])
 
-    def test_one_and_half_bits_is_stored_as_two_bits(self):
+    def test_one_and_half_bits_is_its_own_encoding(self):
         c = self.create({"vectors": {"size": DIM, "distance": "Dot"},
                          "quantization_config": {"binary": {"encoding": "one_and_half_bits",
                                                             "query_encoding": "default"}}})
         self.assertEqual(self.config(c)["quantization_config"],
-                         {"binary": {"encoding": "two_bits"}})
+                         {"binary": {"encoding": "one_and_half_bits"}})
 
     def test_vector_level_quantization_of_the_unnamed_vector_reads_back(self):
         q = {"product": {"compression": "x8"}}
