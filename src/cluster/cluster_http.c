@@ -78,7 +78,7 @@ void cl_http_run(cl_call *calls, size_t n, uint32_t timeout_ms) {
     curl_easy_setopt(h[i], CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h[i], CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(h[i], CURLOPT_FORBID_REUSE, 1L);
-    curl_easy_setopt(h[i], CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h[i], CURLOPT_TIMEOUT_MS, (long)(c->timeout_ms ? c->timeout_ms : timeout_ms));
     curl_easy_setopt(h[i], CURLOPT_CONNECTTIMEOUT_MS, 1000L);
     curl_easy_setopt(h[i], CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(h[i], CURLOPT_WRITEDATA, &sinks[i]);

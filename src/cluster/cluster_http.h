@@ -22,6 +22,7 @@ typedef struct cl_call {
   const char *body;   /* borrowed; NULL = no body */
   size_t len;
   const char *api_key; /* sent as `api-key` when non-empty */
+  uint32_t timeout_ms; /* this call's bound; 0 = cl_http_run's */
   /* results */
   unsigned status;
   char *resp;

@@ -1,7 +1,8 @@
 /* node.h: one Quiver process in cluster mode — its membership (through
  * membership.h), its in-memory copy of every collection's stored config and
  * shard map (kept current by one etcd watch), and the controller loop that
- * places new collections and re-elects primaries when nodes die.
+ * places new collections and then applies plan.h's decisions (transfers,
+ * dead copies, promotion, drain, rejoin) one CAS per collection per pass.
  *
  * etcd keys used here (besides membership's):
  *   <prefix>/collections/<c>/config    {"shard_number","replication_factor",
@@ -13,7 +14,12 @@
  *                                       "term","primary","replicas":[{"node",
  *                                       "state":"insync"|"dead"}]}]}, written
  *                                       by the controller only (fenced CAS,
- *                                       shardmap.h)
+ *                                       shardmap.h); replicas may also be
+ *                                       "partial" (with "xfer") or carry
+ *                                       "dead_ms"
+ *   <prefix>/collections/<c>/xfer.<k>  a transfer source's report (cl_xfer)
+ *   <prefix>/collections/<c>/stale.<k>.<node>  a primary's stale-copy report
+ *   <prefix>/drain/<node_id>           drain marks
  *
  * This file knows nothing about HTTP or the engine: the server
  * (src/server/routes_cluster.c) routes requests by the view kept here.
@@ -41,12 +47,29 @@
 #define CL_NAME_MAX 255u
 #define CL_ID_MAX MSHIP_NODE_ID_MAX
 
-typedef enum cl_rstate { CL_INSYNC = 0, CL_DEAD } cl_rstate;
+/* A copy's state. CL_PARTIAL: being filled by a transfer from the primary;
+ * it receives every live write but serves no read and does not count for
+ * acknowledgements until the controller turns it CL_INSYNC. */
+typedef enum cl_rstate { CL_INSYNC = 0, CL_DEAD, CL_PARTIAL } cl_rstate;
 
 typedef struct cl_replica {
   char node[CL_ID_MAX + 1];
   cl_rstate state;
+  int64_t xfer;    /* CL_PARTIAL: the map epoch that added it (the transfer's id) */
+  int64_t dead_ms; /* CL_DEAD: wall-clock unix ms when it was marked dead */
 } cl_replica;
+
+/* A transfer source's report, <prefix>/collections/<c>/xfer.<shard>, written
+ * by the primary on its own lease (so it vanishes when the source dies). */
+typedef struct cl_xfer {
+  uint32_t shard;
+  char from[CL_ID_MAX + 1], to[CL_ID_MAX + 1];
+  int64_t xfer;  /* the partial copy's id (cl_replica.xfer) */
+  uint64_t term; /* the source's term as primary */
+  char phase[16]; /* "copying", "done" (caught up, live writes flowing), "failed" */
+  uint64_t copied, total; /* points */
+  int64_t started_ms, updated_ms;
+} cl_xfer;
 
 typedef struct cl_shard {
   uint32_t id;
@@ -56,14 +79,29 @@ typedef struct cl_shard {
   uint32_t n_reps;
 } cl_shard;
 
+/* A primary's report that an insync copy failed to apply a write it applied
+ * (<prefix>/collections/<c>/stale.<shard>.<node>, on the primary's lease):
+ * the copies may differ, so the controller marks the copy dead and it is
+ * refilled by a transfer. */
+typedef struct cl_stale {
+  uint32_t shard;
+  char node[CL_ID_MAX + 1], from[CL_ID_MAX + 1];
+  uint64_t term;
+} cl_stale;
+
 /* A private copy of one collection as this node last saw it in etcd. */
 typedef struct cl_coll {
   char name[CL_NAME_MAX + 1];
   char *params; /* the collection params (JSON text), qv_malloc'd */
   uint32_t shard_number, rf;
+  uint32_t wcf; /* write_consistency_factor: insync copies a write needs, >= 1 */
   bool has_map;
   int64_t epoch, map_rev; /* when has_map */
   cl_shard *shards;       /* shard_number entries when has_map */
+  cl_xfer *xfers;         /* transfer reports seen, at most one per shard */
+  size_t n_xfers;
+  cl_stale *stale;        /* stale-copy reports seen */
+  size_t n_stale;
 } cl_coll;
 
 void cl_coll_free(cl_coll *c); /* accepts NULL; leaves *c empty */
@@ -74,6 +112,12 @@ typedef struct cl_node_opts {
   const char *node_addr; /* host:port other nodes use */
   const char *data_dir;  /* the node id is kept in <data_dir>/cluster_node_id */
   uint32_t ttl_s;        /* lease TTL, default 5 */
+  /* How long a dead copy is waited for before it is re-created elsewhere
+   * (a node back within it rejoins its old copies); default 60 s. */
+  uint32_t move_delay_s;
+  /* Node-to-node address (a listener with a thread per connection), kept
+   * in the member record as "iaddr"; NULL = peers dial node_addr. */
+  const char *internal_addr;
 } cl_node_opts;
 
 typedef struct cl_node cl_node;
@@ -95,6 +139,9 @@ uint32_t cl_node_ttl_s(const cl_node *n);
 
 /* "host:port" of live member `node_id` into buf; false when it is not live. */
 bool cl_node_addr(cl_node *n, const char *node_id, char *buf, size_t cap);
+/* The address node-to-node calls to `node_id` go to: its "iaddr" when it
+ * advertises one, else its addr. False when it is not live. */
+bool cl_node_iaddr(cl_node *n, const char *node_id, char *buf, size_t cap);
 
 /* A copy of collection `name`. Errors: QV_ENOTFOUND. */
 qv_rc cl_coll_get(cl_node *n, const char *name, cl_coll *out);
@@ -111,10 +158,34 @@ bool cl_wait_map(cl_node *n, const char *name, int64_t min_epoch, uint32_t timeo
  * then places it. `params_json` is a JSON object. Errors: QV_EEXIST,
  * QV_EINVAL, QV_EIO (outcome unknown). */
 qv_rc cl_coll_create(cl_node *n, const char *name, const char *params_json,
-                     uint32_t shard_number, uint32_t rf, qv_err *err);
+                     uint32_t shard_number, uint32_t rf, uint32_t wcf, qv_err *err);
 
 /* The bounded-load cap the placement applies to `copies` copies over
  * `n_nodes` nodes (ring.h's rule, eps 0.25). */
 uint32_t cl_load_cap(uint32_t copies, uint32_t n_nodes);
+
+/* Publishes a transfer report (this node is the source) on this node's
+ * lease; `x->shard` names the key. Errors: QV_EIO, QV_ENOMEM. */
+qv_rc cl_xfer_publish(cl_node *n, const char *coll, const cl_xfer *x, qv_err *err);
+/* Removes the report of shard `shard` of `coll`. */
+void cl_xfer_unpublish(cl_node *n, const char *coll, uint32_t shard);
+
+/* Reports (as the primary of `shard` at `term`) that the copy on `node`
+ * missed a write. Errors: QV_EIO. */
+qv_rc cl_stale_publish(cl_node *n, const char *coll, uint32_t shard, const char *node,
+                       uint64_t term, qv_err *err);
+
+/* Marks node `node_id` as draining (the controller moves every copy off it)
+ * or clears the mark: key <prefix>/drain/<node_id>, no lease. Errors:
+ * QV_EINVAL (bad id), QV_EIO. */
+qv_rc cl_drain_set(cl_node *n, const char *node_id, bool on, qv_err *err);
+bool cl_is_draining(cl_node *n, const char *node_id);
+/* The draining node ids (free with cl_names_free). */
+qv_rc cl_drain_list(cl_node *n, char ***ids, size_t *count);
+
+/* Recent controller and data-path events (newest last) as a JSON array
+ * text, qv_malloc'd; events are also logged. */
+void cl_event(cl_node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *cl_events_json(cl_node *n, uint64_t after);
 
 #endif

@@ -30,6 +30,7 @@ const srv_route router_routes[] = {
     /* cluster mode (routes_cluster.c): Quiver's state document and the
      * node-to-node shard operations (writes: the read-only key may not) */
     {"GET", "/cluster/state", h_cluster_state, false, false, false},
+    {"POST", "/cluster/nodes/{id}/{op}", h_cluster_node_op, true, false, false},
     {"POST", "/internal/shards/{name}/{shard}/{op}", h_shard_internal, true, false, false},
     /* the cluster dashboard (routes_dashboard.c): static files, public
      * because a browser cannot send a header when it navigates; the page

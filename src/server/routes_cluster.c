@@ -10,24 +10,30 @@
  * node.
  *
  *   write  any node --POST /internal/shards/c/k/upsert?epoch=E--> primary
- *          primary: applies locally, then --.../repl_upsert?epoch=E--> every
- *          other in-sync copy; answers 200 only when all of them applied it
- *   read   any node --.../search|query|count--> one in-sync copy per shard
- *          (local first), another copy when one fails; merged by score
+ *          primary, under the shard lock (cluster_int.h): applies locally,
+ *          then --.../repl_upsert?epoch&term&seq&from[&xfer]--> every other
+ *          insync and partial copy; answers 200 only when every insync copy
+ *          applied it (a copy that missed it is reported stale)
+ *   read   any node --.../search|query|count--> one insync copy per shard
+ *          (local first), the next copy when one fails or is slow (hedge);
+ *          merged by score
  *
- * Fencing: a shard operation names the map epoch the sender routed by; a
- * node whose map is newer refuses it (409), one whose map is older waits
- * for its watch (bounded) first. A primary accepts writes only for shards
- * it is primary of at that epoch, and only while its lease is safe
- * (mship_is_fenced). Routers retry refused or failed writes until the
- * controller has repaired the map (TTL + 10 s), so a write is acknowledged
- * only when every in-sync copy of its shard has it.
+ * Fencing: a copy takes a message only from its shard's primary at the
+ * shard's current term, in the primary's (term, seq) order; a node behind
+ * the sender's epoch waits for its watch (bounded) first. A primary takes
+ * writes only for shards it leads in its own map, and only while its lease
+ * is safe (mship_is_fenced). Routers retry refused or failed writes until
+ * the controller has repaired the map (TTL + 10 s), so a write is
+ * acknowledged only when every insync copy of its shard has it.
  *
- * Not owned here: the map itself and the controller (src/cluster/node.c).
+ * Not owned here: the map itself and the controller (src/cluster/node.c,
+ * plan.c), the transfer source and shard locks (cluster_xfer.c), the state
+ * documents (cluster_state.c).
  * Without --cluster, cluster_route returns false and nothing here runs but
  * the single-node answers of /cluster/state and /collections/{c}/cluster. */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -40,10 +46,22 @@
 #include "cluster/cluster_http.h"
 #include "cluster/node.h"
 #include "cluster/ring.h"
-#include "server/server_int.h"
+#include "server/cluster_int.h"
 
 #define WRITE_RETRY_MS 100
-#define CALL_TIMEOUT_MS 30000
+/* Node-to-node calls are bounded so that a chain of HTTP workers blocked
+ * on each other (MHD's pool threads multiplex connections, so a handler
+ * that waits can hold up an unrelated request queued on its thread) ends
+ * in a retry instead of a hang. A write to a primary is retried by the
+ * router; a read goes to the next copy. */
+#define WRITE_CALL_MS_MAX 30000
+#define READ_CALL_MS 4000
+/* Hedging: a shard copy that has not answered a search within this while
+ * another copy could is given up and the next copy asked. */
+#define HEDGE_MS 1000
+/* A copy that does not answer a replicated write within this fails the
+ * write (the router retries); the shard lock is held meanwhile. */
+#define REPL_TIMEOUT_MS 3000
 #define CREATE_WAIT_MS 15000
 
 static cl_node *g_node;
@@ -51,20 +69,18 @@ static char *g_api_key;
 static pthread_mutex_t g_shard_mu = PTHREAD_MUTEX_INITIALIZER;
 
 enum { OP_UPSERT, OP_DELETE };
-static void cluster_info(srv_req *r);
-enum { RD_SEARCH, RD_QUERY, RD_COUNT };
+enum { RD_SEARCH, RD_QUERY, RD_COUNT, RD_SCROLL };
 
-/* A response of a shard operation, local or remote. */
-typedef struct reply {
-  unsigned status;
-  char *body; /* qv_malloc'd, NUL-terminated */
-  size_t len;
-} reply;
+typedef clr_reply reply;
 
 static void reply_clear(reply *p) {
   qv_free(p->body);
   memset(p, 0, sizeof *p);
 }
+
+cl_node *clr_node(void) { return g_node; }
+const char *clr_api_key(void) { return g_api_key; }
+void clr_reply_clear(clr_reply *p) { reply_clear(p); }
 
 static void reply_err(reply *p, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -94,6 +110,10 @@ static void sleep_ms(long ms) {
 
 static void shard_name(const char *coll, uint32_t k, char *buf, size_t cap) {
   snprintf(buf, cap, "%s.s%u", coll, k);
+}
+
+void clr_shard_name(const char *coll, uint32_t k, char *buf, size_t cap) {
+  shard_name(coll, k, buf, cap);
 }
 
 /* Whether `name` ends in ".s<digits>" (reserved for shard copies). */
@@ -158,9 +178,22 @@ static const cl_replica *my_copy(const cl_shard *sh) {
   return NULL;
 }
 
-/* The map of `name` at exactly `epoch` (waiting briefly when this node is
- * behind); false with 404/409/503 in *out. */
-static bool map_at(const char *name, uint32_t k, int64_t epoch, cl_coll *c, reply *out) {
+const cl_replica *clr_my_copy(const cl_shard *sh) { return my_copy(sh); }
+
+void clr_sub_run(srv *s, srv_handler fn, const char *coll, const char *body, size_t len,
+                 clr_reply *out) {
+  sub_run(s, fn, coll, body, len, out);
+}
+
+bool clr_ensure_shard(srv *s, const cl_coll *c, uint32_t k, clr_reply *out) {
+  return ensure_shard(s, c, k, out);
+}
+
+/* The map of `name` at `epoch` or later (waiting briefly when this node is
+ * behind); with `exact`, a newer map refuses (409). False with 404/409/503
+ * in *out. */
+static bool map_at(const char *name, uint32_t k, int64_t epoch, bool exact, cl_coll *c,
+                   reply *out) {
   if (cl_coll_get(g_node, name, c) != QV_OK) {
     reply_err(out, 404, "Not found: Collection `%s` doesn't exist!", name);
     return false;
@@ -177,7 +210,7 @@ static bool map_at(const char *name, uint32_t k, int64_t epoch, cl_coll *c, repl
     reply_err(out, 404, "Not found: shard %u of `%s`", k, name);
     return false;
   }
-  if (epoch != 0 && epoch != c->epoch) {
+  if (epoch > c->epoch || (exact && epoch != 0 && epoch != c->epoch)) {
     reply_err(out, epoch < c->epoch ? 409 : 503,
               "Stale shard map: the request was routed at epoch %lld, this node is at %lld",
               (long long)epoch, (long long)c->epoch);
@@ -186,56 +219,150 @@ static bool map_at(const char *name, uint32_t k, int64_t epoch, cl_coll *c, repl
   return true;
 }
 
-/* A write on shard k: as its primary (then replicated) or as a copy. */
-static void shard_write(srv *s, const char *name, uint32_t k, int op, bool as_primary,
-                        int64_t epoch, const char *body, size_t len, reply *out) {
-  cl_coll c;
-  if (cl_node_fenced(g_node)) {
-    reply_err(out, 503, "Service unavailable: this node lost its etcd lease (fenced)");
+/* What a shard operation says about its sender (the query string). */
+typedef struct wmsg {
+  int64_t epoch, xfer;
+  uint64_t term, seq;
+  const char *from;
+} wmsg;
+
+enum { ROLE_PRIMARY, ROLE_COPY, ROLE_XFER_BEGIN, ROLE_XFER_PUT };
+
+/* The primary's part of a write, shard lock held: apply, then every other
+ * copy (insync and partial) in parallel. */
+static void primary_write(srv *s, const cl_coll *c, uint32_t k, int op, const char *body,
+                          size_t len, reply *out) {
+  const cl_shard *sh = &c->shards[k];
+  char sn[CL_NAME_MAX + 16];
+  shard_name(c->name, k, sn, sizeof sn);
+  /* write_consistency_factor: every insync copy must apply a write (that
+   * is what lets any of them be promoted); W only says how few insync
+   * copies the shard may be down to and still take writes. */
+  uint32_t insync = 0;
+  for (uint32_t i = 0; i < sh->n_reps; i++) insync += sh->reps[i].state == CL_INSYNC;
+  if (insync < c->wcf) {
+    reply_err(out, 503, "Service unavailable: shard %u of `%s` has %u insync copies, "
+              "write_consistency_factor is %u", k, c->name, insync, c->wcf);
     return;
   }
-  if (!map_at(name, k, epoch, &c, out)) goto done;
-  const cl_shard *sh = &c.shards[k];
-  const cl_replica *mine = my_copy(sh);
-  bool is_primary = !strcmp(sh->primary, cl_node_id(g_node));
-  if (as_primary ? !is_primary : (is_primary || mine == NULL || mine->state != CL_INSYNC)) {
-    reply_err(out, 409, "Stale shard map: this node is not %s of shard %u of `%s` at epoch %lld",
-              as_primary ? "the primary" : "an in-sync copy", k, name, (long long)c.epoch);
-    goto done;
-  }
-  if (!ensure_shard(s, &c, k, out)) goto done;
-  char sn[CL_NAME_MAX + 16];
-  shard_name(name, k, sn, sizeof sn);
+  uint64_t seq = clx_next_seq(c->name, k, sh->term);
   sub_run(s, op == OP_UPSERT ? h_upsert : h_delete, sn, body, len, out);
-  if (out->status != 200 || !as_primary) goto done;
+  if (out->status != 200) return;
   cl_call calls[CL_RF_MAX];
+  const cl_replica *to[CL_RF_MAX];
   size_t n = 0;
   for (uint32_t i = 0; i < sh->n_reps; i++) {
     const cl_replica *rp = &sh->reps[i];
     char addr[300];
-    if (rp->state != CL_INSYNC || !strcmp(rp->node, cl_node_id(g_node))) continue;
-    memset(&calls[n], 0, sizeof calls[n]);
-    if (!cl_node_addr(g_node, rp->node, addr, sizeof addr)) {
+    if (rp->state == CL_DEAD || !strcmp(rp->node, cl_node_id(g_node))) continue;
+    if (!cl_node_iaddr(g_node, rp->node, addr, sizeof addr)) {
+      if (rp->state == CL_PARTIAL && !clx_partial_failed(c->name, k, rp->node, rp->xfer)) continue;
       reply_err(out, 503, "Service unavailable: copy %s of shard %u is not live", rp->node, k);
-      goto done;
+      return;
     }
-    snprintf(calls[n].url, sizeof calls[n].url, "http://%s/internal/shards/%s/%u/%s?epoch=%lld",
-             addr, name, k, op == OP_UPSERT ? "repl_upsert" : "repl_delete",
-             (long long)c.epoch);
+    memset(&calls[n], 0, sizeof calls[n]);
+    snprintf(calls[n].url, sizeof calls[n].url,
+             "http://%s/internal/shards/%s/%u/%s?epoch=%lld&term=%llu&seq=%llu&from=%s&xfer=%lld",
+             addr, c->name, k, op == OP_UPSERT ? "repl_upsert" : "repl_delete",
+             (long long)c->epoch, (unsigned long long)sh->term, (unsigned long long)seq,
+             cl_node_id(g_node), (long long)(rp->state == CL_PARTIAL ? rp->xfer : 0));
     calls[n].body = body;
     calls[n].len = len;
     calls[n].api_key = g_api_key;
-    n++;
+    to[n++] = rp;
   }
-  cl_http_run(calls, n, CALL_TIMEOUT_MS);
+  cl_http_run(calls, n, REPL_TIMEOUT_MS);
   for (size_t i = 0; i < n; i++) {
-    if (calls[i].status != 200 && out->status == 200)
+    bool fails = calls[i].status != 200 &&
+                 (to[i]->state == CL_INSYNC ||
+                  clx_partial_failed(c->name, k, to[i]->node, to[i]->xfer));
+    /* An insync copy that did not apply a write this primary applied may
+     * now differ from it: have the controller mark it dead (it rejoins by a
+     * full transfer) instead of leaving the copies apart. A 409 is a copy
+     * that knows a newer map (this primary may be deposed): not reported. */
+    if (fails && to[i]->state == CL_INSYNC && calls[i].status != 409) {
+      qv_err err = {0};
+      if (cl_stale_publish(g_node, c->name, k, to[i]->node, sh->term, &err) != QV_OK)
+        qv_log(QV_LOG_WARN, "cluster", "reporting a stale copy of %s shard %u: %s", c->name, k,
+               err.msg);
+    }
+    if (fails && out->status == 200)
       reply_err(out, calls[i].status == 409 ? 409 : 503,
                 "Service unavailable: a copy of shard %u did not apply the write (%u %s)", k,
                 calls[i].status, calls[i].status ? calls[i].resp : calls[i].err);
     cl_call_clear(&calls[i]);
   }
+}
+
+/* A write on shard k: as its primary (then replicated), as a copy, or a
+ * transfer step on a partial copy. Fencing: a copy takes a message only
+ * from the shard's primary at the shard's current term (a deposed primary's
+ * late writes are refused), and in (term, seq) order. */
+static void shard_write(srv *s, const char *name, uint32_t k, int op, int role, const wmsg *m,
+                        const char *body, size_t len, reply *out) {
+  cl_coll c;
+  memset(&c, 0, sizeof c);
+  if (cl_node_fenced(g_node)) {
+    reply_err(out, 503, "Service unavailable: this node lost its etcd lease (fenced)");
+    return;
+  }
+  if (role == ROLE_PRIMARY) clx_lock(name, k);
+  if (!map_at(name, k, m->epoch, false, &c, out)) goto done;
+  const cl_shard *sh = &c.shards[k];
+  const cl_replica *mine = my_copy(sh);
+  bool is_primary = !strcmp(sh->primary, cl_node_id(g_node));
+  if (role == ROLE_PRIMARY) {
+    if (!is_primary || cl_node_fenced(g_node)) {
+      reply_err(out, 409, "Stale shard map: this node is not the primary of shard %u of `%s` at "
+                "epoch %lld", k, name, (long long)c.epoch);
+      goto done;
+    }
+    if (ensure_shard(s, &c, k, out)) primary_write(s, &c, k, op, body, len, out);
+    goto done;
+  }
+  bool ok_state = mine && (role == ROLE_COPY ? mine->state == CL_INSYNC ||
+                                                   (mine->state == CL_PARTIAL && mine->xfer == m->xfer)
+                                             : mine->state == CL_PARTIAL && mine->xfer == m->xfer);
+  if (is_primary || !ok_state || m->from == NULL || strcmp(m->from, sh->primary) ||
+      m->term != sh->term) {
+    reply_err(out, 409, "Stale shard map: refused %s of shard %u of `%s` from %s at term %llu "
+              "(this node: epoch %lld, primary %s, term %llu, copy %s)",
+              role == ROLE_COPY ? "a replicated write" : "a transfer step", k, name,
+              m->from ? m->from : "?", (unsigned long long)m->term, (long long)c.epoch,
+              sh->primary, (unsigned long long)sh->term,
+              mine == NULL ? "none" : mine->state == CL_INSYNC ? "insync"
+                                      : mine->state == CL_PARTIAL ? "partial" : "dead");
+    goto done;
+  }
+  char sn[CL_NAME_MAX + 16];
+  shard_name(name, k, sn, sizeof sn);
+  /* Every message of the primary to a copy — replicated writes, transfer
+   * steps — draws from the shard's one sequence: one that arrives after a
+   * newer one (its sender timed out and moved on) is refused. */
+  if (!clx_seq_fresh(name, k, m->term, m->seq)) {
+    reply_err(out, 409, "Stale message: shard %u of `%s` already applied term %llu seq %llu", k,
+              name, (unsigned long long)m->term, (unsigned long long)m->seq);
+    goto done;
+  }
+  if (role == ROLE_XFER_BEGIN) {
+    /* A fresh copy: whatever an earlier attempt or incarnation left goes. */
+    pthread_mutex_lock(&g_shard_mu);
+    qv_collection_drop(s->db, sn, NULL);
+    pthread_mutex_unlock(&g_shard_mu);
+    if (ensure_shard(s, &c, k, out)) {
+      clx_seq_applied(name, k, m->term, m->seq);
+      reply_clear(out);
+      out->body = qv_strdup("{\"result\":true,\"status\":\"ok\",\"time\":0}");
+      out->len = out->body ? strlen(out->body) : 0;
+      out->status = out->body ? 200 : 500;
+    }
+    goto done;
+  }
+  if (!ensure_shard(s, &c, k, out)) goto done;
+  sub_run(s, op == OP_UPSERT ? h_upsert : h_delete, sn, body, len, out);
+  if (out->status == 200) clx_seq_applied(name, k, m->term, m->seq);
 done:
+  if (role == ROLE_PRIMARY) clx_unlock(name, k);
   cl_coll_free(&c);
 }
 
@@ -243,7 +370,7 @@ done:
 static void shard_read(srv *s, const char *name, uint32_t k, int kind, const char *body,
                        size_t len, reply *out) {
   cl_coll c;
-  if (!map_at(name, k, 0, &c, out)) goto done;
+  if (!map_at(name, k, 0, false, &c, out)) goto done;
   const cl_replica *mine = my_copy(&c.shards[k]);
   if (mine == NULL || mine->state != CL_INSYNC) {
     reply_err(out, 409, "Stale shard map: no in-sync copy of shard %u of `%s` here", k, name);
@@ -252,8 +379,8 @@ static void shard_read(srv *s, const char *name, uint32_t k, int kind, const cha
   if (!ensure_shard(s, &c, k, out)) goto done;
   char sn[CL_NAME_MAX + 16];
   shard_name(name, k, sn, sizeof sn);
-  sub_run(s, kind == RD_SEARCH ? h_search : kind == RD_QUERY ? h_query : h_count, sn, body, len,
-          out);
+  sub_run(s, kind == RD_SEARCH ? h_search : kind == RD_QUERY ? h_query
+             : kind == RD_COUNT ? h_count : h_scroll, sn, body, len, out);
 done:
   cl_coll_free(&c);
 }
@@ -265,23 +392,35 @@ void h_shard_internal(srv_req *r) {
   }
   char *end;
   unsigned long k = strtoul(r->args[1], &end, 10);
-  const char *ep = srv_query(r, "epoch"), *op = r->args[2];
-  int64_t epoch = ep ? strtoll(ep, NULL, 10) : 0;
+  const char *op = r->args[2], *q;
+  wmsg m = {0};
+  m.epoch = (q = srv_query(r, "epoch")) ? strtoll(q, NULL, 10) : 0;
+  m.term = (q = srv_query(r, "term")) ? strtoull(q, NULL, 10) : 0;
+  m.seq = (q = srv_query(r, "seq")) ? strtoull(q, NULL, 10) : 0;
+  m.xfer = (q = srv_query(r, "xfer")) ? strtoll(q, NULL, 10) : 0;
+  m.from = srv_query(r, "from");
   if (*end != 0 || k >= CL_SHARDS_MAX) {
     srv_fail(r, 404, "Not found: shard %s", r->args[1]);
     return;
   }
   reply out = {0};
   if (!strcmp(op, "upsert") || !strcmp(op, "delete"))
-    shard_write(r->s, r->args[0], (uint32_t)k, op[0] == 'u' ? OP_UPSERT : OP_DELETE, true, epoch,
-                r->body, r->body_len, &out);
+    shard_write(r->s, r->args[0], (uint32_t)k, op[0] == 'u' ? OP_UPSERT : OP_DELETE,
+                ROLE_PRIMARY, &m, r->body, r->body_len, &out);
   else if (!strcmp(op, "repl_upsert") || !strcmp(op, "repl_delete"))
-    shard_write(r->s, r->args[0], (uint32_t)k, op[5] == 'u' ? OP_UPSERT : OP_DELETE, false,
-                epoch, r->body, r->body_len, &out);
-  else if (!strcmp(op, "search") || !strcmp(op, "query") || !strcmp(op, "count"))
+    shard_write(r->s, r->args[0], (uint32_t)k, op[5] == 'u' ? OP_UPSERT : OP_DELETE, ROLE_COPY,
+                &m, r->body, r->body_len, &out);
+  else if (!strcmp(op, "xfer_begin") || !strcmp(op, "xfer_put"))
+    shard_write(r->s, r->args[0], (uint32_t)k, OP_UPSERT,
+                op[5] == 'b' ? ROLE_XFER_BEGIN : ROLE_XFER_PUT, &m, r->body, r->body_len, &out);
+  else if (!strcmp(op, "search") || !strcmp(op, "query") || !strcmp(op, "count") ||
+           !strcmp(op, "scroll"))
     shard_read(r->s, r->args[0], (uint32_t)k,
-               op[0] == 's' ? RD_SEARCH : op[0] == 'q' ? RD_QUERY : RD_COUNT, r->body,
-               r->body_len, &out);
+               op[0] == 's' && op[1] == 'e' ? RD_SEARCH
+               : op[0] == 'q'               ? RD_QUERY
+               : op[0] == 'c'               ? RD_COUNT
+                                            : RD_SCROLL,
+               r->body, r->body_len, &out);
   else {
     srv_fail(r, 404, "Not found: shard operation %s", op);
     return;
@@ -309,6 +448,7 @@ static bool dispatch_writes(srv_req *r, const char *name, char **texts, size_t *
   }
   for (uint32_t k = 0; k < n_shards; k++) pending[k] = texts[k] != NULL;
   double deadline = mono_ms() + cl_node_ttl_s(g_node) * 1000.0 + 10000.0;
+  unsigned round = 0;
   char last[700] = "";
   for (;;) {
     cl_coll c;
@@ -325,7 +465,8 @@ static bool dispatch_writes(srv_req *r, const char *name, char **texts, size_t *
       char addr[300];
       if (!strcmp(prim, cl_node_id(g_node))) {
         reply rp = {0};
-        shard_write(r->s, name, k, op, true, c.epoch, texts[k], lens[k], &rp);
+        wmsg m = {.epoch = c.epoch};
+        shard_write(r->s, name, k, op, ROLE_PRIMARY, &m, texts[k], lens[k], &rp);
         if (rp.status == 200) pending[k] = false;
         else if (!retryable(rp.status)) {
           srv_raw(r, rp.status, "application/json", rp.body, rp.len, qv_free);
@@ -333,7 +474,7 @@ static bool dispatch_writes(srv_req *r, const char *name, char **texts, size_t *
           goto out;
         } else snprintf(last, sizeof last, "shard %u: %s", k, rp.body ? rp.body : "");
         reply_clear(&rp);
-      } else if (cl_node_addr(g_node, prim, addr, sizeof addr)) {
+      } else if (cl_node_iaddr(g_node, prim, addr, sizeof addr)) {
         memset(&calls[n], 0, sizeof calls[n]);
         snprintf(calls[n].url, sizeof calls[n].url,
                  "http://%s/internal/shards/%s/%u/%s?epoch=%lld", addr, name, k,
@@ -347,7 +488,12 @@ static bool dispatch_writes(srv_req *r, const char *name, char **texts, size_t *
       }
     }
     cl_coll_free(&c);
-    cl_http_run(calls, n, CALL_TIMEOUT_MS);
+    /* A primary that does not answer within the lease TTL may be paused and
+     * replaced: ask again with the current map; each round waits longer so
+     * that a slow, large write still gets through. */
+    uint32_t wait_ms = cl_node_ttl_s(g_node) * 1000u << (round < 4 ? round : 4);
+    cl_http_run(calls, n, wait_ms < WRITE_CALL_MS_MAX ? wait_ms : WRITE_CALL_MS_MAX);
+    round++;
     bool failed = false;
     for (size_t i = 0; i < n; i++) {
       if (calls[i].status == 200) pending[which[i]] = false;
@@ -582,19 +728,20 @@ static void read_op(srv_req *r, const cl_coll *c, int kind) {
           goto out;
         } else attempt[k]++;
         reply_clear(&rp);
-      } else if (cl_node_addr(g_node, node, addr, sizeof addr)) {
+      } else if (cl_node_iaddr(g_node, node, addr, sizeof addr)) {
         memset(&calls[n], 0, sizeof calls[n]);
         snprintf(calls[n].url, sizeof calls[n].url, "http://%s/internal/shards/%s/%u/%s", addr,
                  c->name, k, opname);
         calls[n].body = text;
         calls[n].len = len;
         calls[n].api_key = g_api_key;
+        calls[n].timeout_ms = attempt[k] + 1 < nc ? HEDGE_MS : READ_CALL_MS;
         which[n++] = k;
       } else {
         attempt[k]++;
       }
     }
-    cl_http_run(calls, n, CALL_TIMEOUT_MS);
+    cl_http_run(calls, n, READ_CALL_MS);
     bool bad = false;
     for (size_t i = 0; i < n; i++) {
       uint32_t k = which[i];
@@ -670,13 +817,14 @@ static void coll_create(srv_req *r) {
   }
   json_t *body = srv_body(r, false);
   if (body == NULL) return;
-  uint64_t shards = 1, rf = 1;
+  uint64_t shards = 1, rf = 1, wcf = 1;
   if (!srv_field_u64(r, body, "shard_number", false, &shards) ||
-      !srv_field_u64(r, body, "replication_factor", false, &rf))
+      !srv_field_u64(r, body, "replication_factor", false, &rf) ||
+      !srv_field_u64(r, body, "write_consistency_factor", false, &wcf))
     goto out;
-  if (shards < 1 || shards > CL_SHARDS_MAX || rf < 1 || rf > CL_RF_MAX) {
-    srv_wrong_input(r, "shard_number must be 1..%u and replication_factor 1..%u", CL_SHARDS_MAX,
-                    CL_RF_MAX);
+  if (shards < 1 || shards > CL_SHARDS_MAX || rf < 1 || rf > CL_RF_MAX || wcf < 1 || wcf > rf) {
+    srv_wrong_input(r, "shard_number must be 1..%u, replication_factor 1..%u and "
+                    "write_consistency_factor 1..replication_factor", CL_SHARDS_MAX, CL_RF_MAX);
     goto out;
   }
   json_object_del(body, "shard_number");
@@ -685,7 +833,8 @@ static void coll_create(srv_req *r) {
   size_t len;
   char *params = jsonio_dumps(body, &len);
   qv_err err = {0};
-  qv_rc rc = params ? cl_coll_create(g_node, name, params, (uint32_t)shards, (uint32_t)rf, &err)
+  qv_rc rc = params ? cl_coll_create(g_node, name, params, (uint32_t)shards, (uint32_t)rf,
+                                           (uint32_t)wcf, &err)
                     : QV_ENOMEM;
   qv_free(params);
   if (rc == QV_EEXIST) srv_fail(r, 409, "Wrong input: Collection `%s` already exists!", name);
@@ -703,15 +852,27 @@ static void coll_info(srv_req *r, const cl_coll *c) {
   if (params == NULL) params = json_object();
   json_object_set_new(params, "shard_number", json_integer(c->shard_number));
   json_object_set_new(params, "replication_factor", json_integer(c->rf));
+  json_object_set_new(params, "write_consistency_factor", json_integer(c->wcf));
   srv_ok(r, json_pack("{s:s, s:s, s:{s:o}}", "status", "green", "optimizer_status", "ok",
                       "config", "params", params));
 }
 
 bool cluster_route(srv_req *r) {
-  if (g_node == NULL || r->route < 0) return false;
+  if (r->route < 0) return false;
+  if (g_node == NULL && r->s->cfg.cluster) {
+    /* Still joining (registration waits for a previous incarnation's lease):
+     * a distributed collection must not be answered as a local one. */
+    const char *pat = router_routes[r->route].pattern;
+    if (!strncmp(pat, "/collections", 12) || !strncmp(pat, "/internal", 9) ||
+        !strcmp(pat, "/cluster")) {
+      srv_fail(r, 503, "Service unavailable: this node is still joining the cluster");
+      return true;
+    }
+  }
+  if (g_node == NULL) return false;
   srv_handler fn = router_routes[r->route].fn;
   if (fn == h_cluster) {
-    cluster_info(r);
+    clr_cluster_info(r);
     return true;
   }
   if (fn == h_coll_create) {
@@ -738,171 +899,21 @@ bool cluster_route(srv_req *r) {
   return true;
 }
 
-/* ---- state documents ---------------------------------------------------------------- */
-
-static json_t *peer_json(const char *node_id) { return json_integer((json_int_t)cl_peer_id(node_id)); }
-
-/* GET /cluster in Qdrant's shape; the controller stands in for the Raft
- * leader. */
-static void cluster_info(srv_req *r) {
-  mship_status st;
-  mship_status_get(cl_node_mship(g_node), &st);
-  mship_view v = {0};
-  qv_err err = {0};
-  if (mship_view_get(cl_node_mship(g_node), &v, &err) != QV_OK) {
-    srv_fail(r, 503, "Service unavailable: %s", err.msg);
-    return;
-  }
-  json_t *peers = json_object();
-  for (size_t i = 0; i < v.n; i++) {
-    char uri[400];
-    snprintf(uri, sizeof uri, "http://%s/", v.members[i].addr ? v.members[i].addr : "");
-    json_object_set_new(peers, v.members[i].node_id, json_pack("{s:s}", "uri", uri));
-  }
-  json_t *leader = st.controller[0] ? peer_json(st.controller) : json_null();
-  srv_ok(r, json_pack("{s:s, s:o, s:o, s:{s:i, s:i, s:i, s:o, s:s, s:b}, s:{s:s}, s:{}}",
-                      "status", "enabled", "peer_id", peer_json(cl_node_id(g_node)), "peers",
-                      peers, "raft_info", "term", 0, "commit", 0, "pending_operations", 0,
-                      "leader", leader, "role", st.is_controller ? "Leader" : "Follower",
-                      "is_voter", 1, "consensus_thread_status", "consensus_thread_status",
-                      "working", "message_send_failures"));
-  mship_view_free(&v);
-}
-
-static uint64_t local_count(srv *s, const char *coll, uint32_t k) {
-  char sn[CL_NAME_MAX + 16];
-  shard_name(coll, k, sn, sizeof sn);
-  qv_collection *h = NULL;
-  uint64_t n = 0;
-  if (qv_collection_get(s->db, sn, &h, NULL) == QV_OK) {
-    if (qv_count(h, &n, NULL) != QV_OK) n = 0;
-    qv_collection_release(h);
-  }
-  return n;
-}
-
-/* GET /collections/{c}/cluster in Qdrant's shape (CollectionClusterInfo).
- * Quiver adds "epoch" and, per shard copy, "primary" and "term". */
-void h_coll_cluster(srv_req *r) {
-  if (g_node == NULL) {
-    srv_coll sc;
-    if (!srv_coll_open(r, &sc)) return;
-    uint64_t n = 0;
-    if (qv_count(sc.c, &n, NULL) != QV_OK) n = 0;
-    srv_coll_close(&sc);
-    srv_ok(r, json_pack("{s:i, s:i, s:[{s:i, s:o, s:s}], s:[], s:[]}", "peer_id", 0,
-                        "shard_count", 1, "local_shards", "shard_id", 0, "points_count",
-                        jsonio_u64(n), "state", "Active", "remote_shards", "shard_transfers"));
-    return;
-  }
-  cl_coll c;
-  if (cl_coll_get(g_node, r->args[0], &c) != QV_OK || !c.has_map) {
-    cl_coll_free(&c);
-    srv_fail(r, 404, "Not found: Collection `%s` doesn't exist!", r->args[0]);
-    return;
-  }
-  json_t *local = json_array(), *remote = json_array();
-  for (uint32_t k = 0; k < c.shard_number; k++) {
-    const cl_shard *sh = &c.shards[k];
-    for (uint32_t i = 0; i < sh->n_reps; i++) {
-      const cl_replica *rp = &sh->reps[i];
-      const char *state = rp->state == CL_DEAD ? "Dead" : "Active";
-      bool primary = !strcmp(rp->node, sh->primary);
-      if (!strcmp(rp->node, cl_node_id(g_node)))
-        json_array_append_new(local, json_pack("{s:i, s:o, s:s, s:b, s:I}", "shard_id", (int)k,
-                                               "points_count",
-                                               jsonio_u64(local_count(r->s, c.name, k)),
-                                               "state", state, "primary", primary, "term",
-                                               (json_int_t)sh->term));
-      else
-        json_array_append_new(remote, json_pack("{s:i, s:o, s:s, s:b, s:I}", "shard_id", (int)k,
-                                                "peer_id", peer_json(rp->node), "state", state,
-                                                "primary", primary, "term",
-                                                (json_int_t)sh->term));
-    }
-  }
-  srv_ok(r, json_pack("{s:o, s:i, s:o, s:o, s:[], s:I}", "peer_id",
-                      peer_json(cl_node_id(g_node)), "shard_count", (int)c.shard_number,
-                      "local_shards", local, "remote_shards", remote, "shard_transfers", "epoch",
-                      (json_int_t)c.epoch));
-  cl_coll_free(&c);
-}
-
-/* GET /cluster/state: everything the dashboard draws (docs/cluster.md). */
-void h_cluster_state(srv_req *r) {
-  if (g_node == NULL) {
-    srv_ok(r, json_pack("{s:b}", "enabled", 0));
-    return;
-  }
-  mship *m = cl_node_mship(g_node);
-  mship_status st;
-  mship_status_get(m, &st);
-  mship_view v = {0};
-  qv_err err = {0};
-  if (mship_view_get(m, &v, &err) != QV_OK) {
-    srv_fail(r, 503, "Service unavailable: %s", err.msg);
-    return;
-  }
-  json_t *members = json_array();
-  for (size_t i = 0; i < v.n; i++) {
-    int64_t ttl = -1;
-    if (etcd_lease_ttl(mship_client(m), v.members[i].lease, &ttl, NULL) != QV_OK) ttl = -1;
-    json_array_append_new(
-        members, json_pack("{s:s, s:o, s:s, s:I, s:I, s:b}", "node_id", v.members[i].node_id,
-                           "peer_id", peer_json(v.members[i].node_id), "addr",
-                           v.members[i].addr ? v.members[i].addr : "", "lease",
-                           (json_int_t)v.members[i].lease, "lease_ttl_left_s", (json_int_t)ttl,
-                           "controller", !strcmp(st.controller, v.members[i].node_id)));
-  }
-  json_t *colls = json_object();
-  char **names = NULL;
-  size_t count = 0;
-  cl_coll_names(g_node, &names, &count);
-  for (size_t i = 0; i < count; i++) {
-    cl_coll c;
-    if (cl_coll_get(g_node, names[i], &c) != QV_OK) continue;
-    json_t *shards = json_array(), *load = json_object();
-    for (uint32_t k = 0; c.has_map && k < c.shard_number; k++) {
-      const cl_shard *sh = &c.shards[k];
-      json_t *reps = json_array();
-      for (uint32_t j = 0; j < sh->n_reps; j++) {
-        const cl_replica *rp = &sh->reps[j];
-        json_array_append_new(reps, json_pack("{s:s, s:s}", "node", rp->node, "state",
-                                              rp->state == CL_DEAD ? "dead" : "insync"));
-        if (rp->state == CL_INSYNC) {
-          json_int_t was = json_integer_value(json_object_get(load, rp->node));
-          json_object_set_new(load, rp->node, json_integer(was + 1));
-        }
-      }
-      json_array_append_new(shards, json_pack("{s:i, s:I, s:s, s:o}", "id", (int)k, "term",
-                                              (json_int_t)sh->term, "primary", sh->primary,
-                                              "replicas", reps));
-    }
-    json_object_set_new(
-        colls, c.name,
-        json_pack("{s:b, s:I, s:i, s:i, s:i, s:o, s:o}", "placed", c.has_map, "epoch",
-                  (json_int_t)c.epoch, "shard_number", (int)c.shard_number,
-                  "replication_factor", (int)c.rf, "load_cap",
-                  (int)cl_load_cap(c.shard_number * c.rf, (uint32_t)v.n), "load", load,
-                  "shards", shards));
-    cl_coll_free(&c);
-  }
-  cl_names_free(names, count);
-  srv_ok(r, json_pack("{s:b, s:s, s:o, s:s, s:b, s:b, s:I, s:i, s:o, s:o}", "enabled", 1,
-                      "node_id", cl_node_id(g_node), "peer_id", peer_json(cl_node_id(g_node)),
-                      "controller", st.controller, "is_controller", st.is_controller, "fenced",
-                      st.is_fenced, "incarnation", (json_int_t)st.incarnation, "lease_ttl_s",
-                      (int)cl_node_ttl_s(g_node), "members", members, "collections", colls));
-  mship_view_free(&v);
-}
-
 /* ---- joining ------------------------------------------------------------------------ */
 
 void cluster_shutdown(void) {
+  cln_stop();
+  clx_stop();
   cl_node_stop(g_node);
   g_node = NULL;
   qv_free(g_api_key);
   g_api_key = NULL;
+}
+
+/* serve() passes &s->cfg (http.c); the transfer thread needs the server
+ * (its database) before any request arrives. */
+static srv *srv_of_config(const srv_config *cfg) {
+  return (srv *)((char *)cfg - offsetof(srv, cfg));
 }
 
 int cluster_boot(const srv_config *cfg, FILE *errf) {
@@ -917,8 +928,9 @@ int cluster_boot(const srv_config *cfg, FILE *errf) {
     fprintf(errf, "serve: --cluster with --port 0 needs --node-addr HOST:PORT\n");
     return 2;
   } else snprintf(addr, sizeof addr, "%s:%llu", cfg->host, (unsigned long long)cfg->port);
-  cl_node_opts o = {.endpoints = cfg->etcd, .node_addr = addr, .data_dir = cfg->data_dir,
-                    .ttl_s = (uint32_t)cfg->cluster_ttl_s};
+  /* The move delay has no serve flag yet (config.c is not cluster code):
+   * QUIVER_CLUSTER_MOVE_DELAY_S, default 60 s; the tests use a few seconds. */
+  const char *md = getenv("QUIVER_CLUSTER_MOVE_DELAY_S");
   /* The node's threads must not take SIGTERM/SIGINT: http.c waits for
    * them with sigwait in the main thread (it blocks them only later). */
   sigset_t stop, old;
@@ -926,13 +938,26 @@ int cluster_boot(const srv_config *cfg, FILE *errf) {
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop, &old);
+  /* Node-to-node calls get their own listener (cluster_net.c), advertised
+   * with the host peers already dial. */
+  char host[300], iaddr[320] = "";
+  snprintf(host, sizeof host, "%s", addr);
+  char *colon = strrchr(host, ':');
+  if (colon) *colon = 0;
+  if (!cln_start(srv_of_config(cfg), host, iaddr, sizeof iaddr)) iaddr[0] = 0;
+  cl_node_opts o = {.endpoints = cfg->etcd, .node_addr = addr, .data_dir = cfg->data_dir,
+                    .ttl_s = (uint32_t)cfg->cluster_ttl_s,
+                    .move_delay_s = md ? (uint32_t)strtoul(md, NULL, 10) : 0,
+                    .internal_addr = iaddr};
+  g_api_key = qv_strdup(cfg->api_key);
   qv_err err = {0};
   qv_rc rc = cl_node_start(&o, &g_node, &err);
+  if (rc == QV_OK && !clx_start(srv_of_config(cfg))) rc = QV_EIO;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != QV_OK) {
+    cln_stop();
     fprintf(errf, "serve: cannot join the cluster at %s: %s\n", cfg->etcd, err.msg);
     return 1;
   }
-  g_api_key = qv_strdup(cfg->api_key);
   return -1;
 }

@@ -417,7 +417,10 @@ bool snapshots_init(srv *s);
  * returns its fd and sets *path (qv_malloc'd), or -1. */
 int snapshots_upload_file(srv *s, char **path);
 
-/* routes_cluster.c: cluster mode (issue 5, docs/cluster.md). serve() calls
+/* Cluster mode (issue 5, docs/cluster.md): routes_cluster.c (boot, routing,
+ * internal shard endpoints), cluster_state.c (h_cluster_state,
+ * h_coll_cluster, h_cluster_node_op), cluster_xfer.c and cluster_net.c
+ * (cluster_int.h). serve() calls
  * cluster_boot once the database is open and the port is bound (-1 = go
  * on, else an exit status) and cluster_shutdown (safe without a cluster)
  * after the last request, before closing the database; cluster_route is
@@ -429,6 +432,7 @@ bool cluster_route(srv_req *r);
 void h_cluster_state(srv_req *r);
 void h_coll_cluster(srv_req *r);
 void h_shard_internal(srv_req *r);
+void h_cluster_node_op(srv_req *r);
 
 /* routes_dashboard.c: the static files of the cluster dashboard
  * (GET /dashboard, GET /dashboard/{file}; public, no API key). */

@@ -21,6 +21,13 @@
  * <g class="replica"> with data-shard, data-node-id, data-state and
  * data-primary. document.body.dataset.polls counts successful polls.
  *
+ * Shard transfers: a copy in state "partial" is being filled by its
+ * shard's primary (drawn amber, its link animated); the Transfers table
+ * shows each transfer's progress from the source's report (points copied
+ * of the total, rate, lag = points still to copy). The node's own event
+ * ring (controller decisions, transfers it ran) is fetched with
+ * ?events_after= and merged into the log, marked with the node's name.
+ *
  * Invariant: one poll in flight at a time (the next is scheduled when the
  * previous ends), and every string from the server reaches the DOM escaped. */
 'use strict';
@@ -38,6 +45,8 @@ let pollOk = 0;
 let failing = false;
 const known = new Map();  /* node_id -> {addr, short} for every node ever seen */
 let nextShort = 1;
+let eventsAfter = 0;      /* the serving node's last event seq shown */
+let eventsNode = '';
 
 const $ = (id) => document.getElementById(id);
 
@@ -95,6 +104,8 @@ function nodeStates(st) {
     const m = members.get(id);
     if (!m) {
       out.set(id, {state: 'dead', text: 'dead: lease expired', left: 0});
+    } else if ((st.draining || []).includes(id)) {
+      out.set(id, {state: 'draining', text: 'draining: copies moving off', left: m.lease_ttl_left_s});
     } else if (id === st.node_id && st.fenced) {
       out.set(id, {state: 'fenced', text: 'fenced: lost its lease', left: m.lease_ttl_left_s});
     } else if (m.lease_ttl_left_s === 0) {
@@ -217,7 +228,8 @@ function drawRing(st, states) {
       const np = nodePos.get(rp.node);
       if (np) {
         el('line', {x1: cx, y1: cy, x2: np[0], y2: np[1],
-                    class: `link${isPrimary ? ' primary' : ''}${rp.state === 'dead' ? ' dead' : ''}`},
+                    class: `link${isPrimary ? ' primary' : ''}${rp.state === 'dead' ? ' dead' : ''}` +
+                           `${rp.state === 'partial' ? ' partial' : ''}`},
            links);
       }
     });
@@ -280,8 +292,35 @@ function drawTables(st, states) {
               `<td class="${dead ? 'state-dead' : ''}">${dead}</td></tr>`);
   }
   $('colls').tBodies[0].innerHTML = crow.join('') || '<tr><td colspan="6">none</td></tr>';
+  drawTransfers(st);
   $('epoch').textContent = coll ? `epoch ${coll.epoch} · ${coll.shard_number} shards × rf ` +
                                   `${coll.replication_factor} · cap ${coll.load_cap} copies/node` : '';
+}
+
+/* Every partial copy, with its source's report when there is one. */
+function drawTransfers(st) {
+  const rows = [];
+  for (const [name, c] of Object.entries(st.collections || {})) {
+    const reports = new Map((c.transfers || []).map((x) => [`${x.shard}/${x.to}`, x]));
+    for (const sh of c.shards || []) {
+      for (const r of sh.replicas || []) {
+        if (r.state !== 'partial') continue;
+        const x = reports.get(`${sh.id}/${r.node}`);
+        const fresh = x && x.xfer === r.xfer;
+        const total = fresh ? Math.max(x.total, x.copied) : 0;
+        const frac = fresh && total ? x.copied / total : fresh && x.phase === 'done' ? 1 : 0;
+        const secs = fresh ? Math.max(0.001, (x.updated_ms - x.started_ms) / 1000) : 0;
+        const rate = fresh && x.copied ? `${Math.round(x.copied / secs)} pts/s` : '–';
+        rows.push(`<tr data-shard="${esc(sh.id)}" data-to="${esc(r.node)}">` +
+                  `<td>${esc(name)}/S${esc(sh.id)}</td>` +
+                  `<td>${esc(nm(sh.primary))} → ${esc(nm(r.node))}</td>` +
+                  `<td>${esc(fresh ? x.phase : 'starting')}</td>` +
+                  `<td>${bar(frac, '')}${fresh ? `${esc(x.copied)} / ${esc(total)}` : '–'}</td>` +
+                  `<td>${rate}</td><td>${fresh ? esc(Math.max(0, total - x.copied)) : '?'}</td></tr>`);
+      }
+    }
+  }
+  $('transfers').tBodies[0].innerHTML = rows.join('') || '<tr><td colspan="6">none</td></tr>';
 }
 
 function syncSelect(st) {
@@ -326,7 +365,7 @@ function render(st) {
 async function poll() {
   try {
     const headers = apiKey ? {'api-key': apiKey} : {};
-    const res = await fetch('/cluster/state', {headers, cache: 'no-store',
+    const res = await fetch(`/cluster/state?events_after=${eventsAfter}`, {headers, cache: 'no-store',
                                                 signal: AbortSignal.timeout(TIMEOUT_MS)});
     if (res.status === 401 || res.status === 403) {
       throw new Error(`HTTP ${res.status}: enter the API key (field above, or ?key= in the URL)`);
@@ -338,6 +377,13 @@ async function poll() {
       setHealth('warn', 'cluster mode off: this node runs without --cluster');
     } else {
       learnNodes(st);
+      if (st.node_id !== eventsNode) eventsNode = st.node_id;
+      for (const e of st.events || []) {
+        if (e.seq <= eventsAfter) continue;
+        eventsAfter = e.seq;
+        const text = e.text.replace(/\d{6,}/g, (id) => (known.has(id) ? nm(id) : id));
+        logEvent(`[${nm(st.node_id)}] ${text}`, /failed|dead|gone/.test(text) ? 'bad' : '');
+      }
       diff(prev, st);
       render(st);
       prev = st;
