@@ -3,6 +3,8 @@
  *   0 segment.qvs (segfile_open)   1 MANIFEST (manifest_read)
  *   2 a log file (wal_open + wal_replay)   3 graph.qvh (hnsw_load)
  *   4 a snapshot archive (tar_extract)     5 config.json / indexes.json
+ *   6 codes-<space>.qvc (qcodes_load, every kind; 300 rows of 8 dims)
+ *   7 ivf-<space>.qvi (ivf_load over 300 rows of 8 dims)
  * Each must reject what it cannot trust with an error, never crash. */
 #include <stdio.h>
 
@@ -10,6 +12,8 @@
 #include "engine/json_file.h"
 #include "fuzz_util.h"
 #include "index/hnsw.h"
+#include "quant/ivf.h"
+#include "quant/qcodes.h"
 #include "storage/manifest.h"
 #include "storage/segfile.h"
 #include "storage/tar.h"
@@ -26,7 +30,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *d, size_t n) {
   if (n == 0) return 0;
   const char *dir = fuzz_dir();
   char path[512], sub[512];
-  unsigned kind = d[0] % 6;
+  unsigned kind = d[0] % 8;
   d++, n--;
   switch (kind) {
   case 0: {
@@ -91,6 +95,27 @@ int LLVMFuzzerTestOneInput(const unsigned char *d, size_t n) {
     fuzz_write(path, d, n);
     json_t *o;
     if (json_file_read(path, &o, NULL) == QV_OK) json_decref(o);
+    break;
+  }
+  case 6: {
+    snprintf(path, sizeof path, "%s/codes-0.qvc", dir);
+    fuzz_write(path, d, n);
+    for (int k = QCODES_SQ8; k <= QCODES_U8; k++) {
+      qcodes *q;
+      if (qcodes_load(path, (qcodes_kind)k, 300, 8, VEC_L2SQ, &q, NULL) == QV_OK) {
+        float x[8];
+        qcodes_decode(q, 299, x); /* every row is there */
+        qcodes_free(q);
+      }
+    }
+    break;
+  }
+  case 7: {
+    static float vecs[300 * 8];
+    snprintf(path, sizeof path, "%s/ivf-0.qvi", dir);
+    fuzz_write(path, d, n);
+    ivf *iv;
+    if (ivf_load(path, vecs, 300, 8, VEC_L2SQ, &iv, NULL) == QV_OK) ivf_free(iv);
     break;
   }
   }

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant/ivf.h"
+#include "quant/qcodes.h"
 #include "quiver.h"
 
 static void seed(const char *seeds, const char *name, int kind, const char *src) {
@@ -78,6 +80,34 @@ int main(int argc, char **argv) {
   if (fgets(wal, sizeof wal, ls)) wal[strcspn(wal, "\n")] = 0;
   pclose(ls);
   seed(argv[2], "wal", 2, wal);
+  /* Codes and IVF files of 300 rows of 8 dims, as fuzz_files loads them. */
+  enum { QN = 300, QD = 8 };
+  static float x[QN * QD];
+  for (int i = 0; i < QN * QD; i++) x[i] = (float)((i * 7919) % 101) / 17.0f - 3.0f;
+  static const struct { qcodes_kind kind; uint32_t bits; const char *name; } qk[] = {
+      {QCODES_SQ8, 0, "codes-sq8"}, {QCODES_BQ, 1, "codes-bq1"}, {QCODES_BQ, 2, "codes-bq2"},
+      {QCODES_BQ, 3, "codes-bq15"}, {QCODES_PQ, 0, "codes-pq"}, {QCODES_F16, 0, "codes-f16"}};
+  for (size_t i = 0; i < sizeof qk / sizeof *qk; i++) {
+    qcodes_params qp = {.kind = qk[i].kind, .sq_quantile = 0.99f, .bq_bits = qk[i].bits,
+                        .pq_ratio = 8, .seed = 1};
+    qcodes *q;
+    snprintf(p, sizeof p, "%s/%s.qvc", argv[1], qk[i].name);
+    if (qcodes_build(x, QN, x, QN, QD, VEC_L2SQ, &qp, &q, &e) || qcodes_save(q, p, &e))
+      return fprintf(stderr, "%s: %s\n", qk[i].name, e.msg), 1;
+    qcodes_free(q);
+    seed(argv[2], qk[i].name, 6, p);
+  }
+  for (int k = 0; k < 2; k++) {
+    ivf_params ip;
+    ivf_params_init(&ip, k ? IVF_PQ : IVF_FLAT, QD);
+    ip.nlist = 8;
+    ivf *iv;
+    snprintf(p, sizeof p, "%s/ivf-%d.qvi", argv[1], k);
+    if (ivf_build(x, QN, QD, VEC_L2SQ, &ip, &iv, &e) || ivf_save(iv, p, &e))
+      return fprintf(stderr, "ivf: %s\n", e.msg), 1;
+    ivf_free(iv);
+    seed(argv[2], k ? "ivf-pq" : "ivf-flat", 7, p);
+  }
   snprintf(p, sizeof p, "%s/fuzz_filter/f1", argv[2]);
   FILE *f = fopen(p, "w");
   fputs("{\"must\":[{\"key\":\"a\",\"match\":{\"any\":[1,2]}},{\"nested\":{\"key\":\"n\",\"filter\":"

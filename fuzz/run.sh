@@ -13,7 +13,7 @@ targets=("$@")
 out="$root/fuzz/out"
 mkdir -p "$out"
 srcs=$(ls "$root"/src/base/*.c "$root"/src/vec/*.c "$root"/src/index/*.c "$root"/src/storage/*.c \
-          "$root"/src/filter/*.c "$root"/src/engine/*.c)
+          "$root"/src/filter/*.c "$root"/src/engine/*.c "$root"/src/quant/*.c)
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -D_GNU_SOURCE -DQV_BUILDING_LIBRARY -I$root/include -I$root/src -I$root/fuzz"
 # The library, instrumented for coverage, once; then each target.
