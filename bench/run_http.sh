@@ -31,6 +31,8 @@ REQUESTS=${REQUESTS:-4000}
 MODE=${MODE:-all}
 UPSERT_REPEAT=${UPSERT_REPEAT:-1}
 mkdir -p "$OUT"
+. "$ROOT/scripts/deps.sh"
+ensure_packages wrk time curl   # load generator, CPU accounting, readiness probe
 SRC=$DATA/fashion-mnist-784-euclidean
 BASE=$OUT/core-fashion-base.fvecs
 QUERIES=$OUT/core-fashion-query.fvecs
@@ -75,7 +77,6 @@ for ef in $EF_LIST; do
   done
 done
 : >"$OUT/http-wrk.txt"
-command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
 for ef in $EF_LIST; do
   python3 "$ROOT/bench/http_load.py" bodies --queries "$QUERIES" --ef "$ef" --out "$OUT/http-bodies-$ef.txt"
   echo "== wrk ef=$ef" | tee -a "$OUT/http-wrk.txt"

@@ -95,6 +95,16 @@ float *tu_read_fvecs(const char *path, size_t *n, size_t *dim) {
   return read_vecs(path, n, dim);
 }
 
+bool tu_write_fvecs(const char *path, const float *v, size_t n, size_t dim) {
+  FILE *f = fopen(path, "wb");
+  if (f == NULL) return false;
+  int32_t d = (int32_t)dim;
+  bool ok = true;
+  for (size_t i = 0; i < n && ok; i++)
+    ok = fwrite(&d, 4, 1, f) == 1 && fwrite(v + i * dim, 4, dim, f) == dim;
+  return fclose(f) == 0 && ok;
+}
+
 int32_t *tu_read_ivecs(const char *path, size_t *n, size_t *dim) {
   return read_vecs(path, n, dim);
 }

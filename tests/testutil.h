@@ -3,6 +3,7 @@
 #ifndef QV_TESTUTIL_H
 #define QV_TESTUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,9 @@ char *tu_data_path(const char *rel);
  * malloc'd n*dim array of floats (or int32 for ivecs), or NULL. */
 float *tu_read_fvecs(const char *path, size_t *n, size_t *dim);
 int32_t *tu_read_ivecs(const char *path, size_t *n, size_t *dim);
+/* Writes n rows of dim floats as .fvecs; false when the file cannot be
+ * written. */
+bool tu_write_fvecs(const char *path, const float *v, size_t n, size_t dim);
 
 /* Exact k nearest rows of `query` among n base vectors under squared L2,
  * written to out[0..k) nearest first (ties by smaller row). */

@@ -24,18 +24,6 @@ static char *g_dir;
 static char g_data[4096], g_base[4096], g_queries[4096], g_gt[4096];
 static float *g_vecs;
 
-static void write_fvecs(const char *path, const float *v, size_t n,
-                        size_t dim) {
-  FILE *f = fopen(path, "wb");
-  cr_assert_not_null(f);
-  int32_t d = (int32_t)dim;
-  for (size_t i = 0; i < n; i++) {
-    fwrite(&d, 4, 1, f);
-    fwrite(v + i * dim, 4, dim, f);
-  }
-  fclose(f);
-}
-
 static void setup(void) {
   g_dir = tu_tmpdir("clicmd");
   cr_assert_not_null(g_dir);
@@ -44,9 +32,9 @@ static void setup(void) {
   snprintf(g_queries, sizeof g_queries, "%s/q.fvecs", g_dir);
   snprintf(g_gt, sizeof g_gt, "%s/gt.ivecs", g_dir);
   g_vecs = tu_random_vectors(N, DIM, SEED);
-  write_fvecs(g_base, g_vecs, N, DIM);
+  cr_assert(tu_write_fvecs(g_base, g_vecs, N, DIM));
   float *q = tu_random_vectors(40, DIM, SEED + 1);
-  write_fvecs(g_queries, q, 40, DIM);
+  cr_assert(tu_write_fvecs(g_queries, q, 40, DIM));
   /* exact ground truth, 10 per query, as .ivecs */
   FILE *f = fopen(g_gt, "wb");
   for (size_t i = 0; i < 40; i++) {
@@ -270,7 +258,7 @@ Test(cli_commands, reimport_with_other_dim_is_refused, .init = setup,
   import_base();
   char other[4200];
   snprintf(other, sizeof other, "%s/other.fvecs", g_dir);
-  write_fvecs(other, g_vecs, 10, 8);
+  cr_assert(tu_write_fvecs(other, g_vecs, 10, 8));
   run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
                      "c", "--distance", "Euclid", other, NULL);
   cr_expect_eq(r.status, 1);
@@ -294,7 +282,7 @@ Test(cli_commands, reimport_with_other_distance_is_refused, .init = setup,
 Test(cli_commands, nan_in_a_row_is_reported_with_the_row, .init = setup,
      .fini = teardown) {
   g_vecs[5 * DIM + 3] = NAN;
-  write_fvecs(g_base, g_vecs, N, DIM);
+  cr_assert(tu_write_fvecs(g_base, g_vecs, N, DIM));
   run_result r = run(cmd_import, "import", "--data-dir", g_data, "--collection",
                      "c", "--distance", "Dot", g_base, NULL);
   cr_expect_eq(r.status, 1);

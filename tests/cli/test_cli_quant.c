@@ -28,17 +28,6 @@
 static char *g_dir;
 static char g_data[4096], g_base[4096], g_queries[4096];
 
-static void write_fvecs(const char *path, const float *v, size_t n, size_t dim) {
-  FILE *f = fopen(path, "wb");
-  cr_assert_not_null(f);
-  int32_t d = (int32_t)dim;
-  for (size_t i = 0; i < n; i++) {
-    fwrite(&d, 4, 1, f);
-    fwrite(v + i * dim, 4, dim, f);
-  }
-  fclose(f);
-}
-
 static void setup(void) {
   g_dir = tu_tmpdir("cliquant");
   cr_assert_not_null(g_dir);
@@ -46,8 +35,8 @@ static void setup(void) {
   snprintf(g_base, sizeof g_base, "%s/base.fvecs", g_dir);
   snprintf(g_queries, sizeof g_queries, "%s/q.fvecs", g_dir);
   float *v = tu_random_vectors(N, DIM, SEED);
-  write_fvecs(g_base, v, N, DIM);
-  write_fvecs(g_queries, v, 30, DIM); /* stored vectors as queries */
+  cr_assert(tu_write_fvecs(g_base, v, N, DIM));
+  cr_assert(tu_write_fvecs(g_queries, v, 30, DIM)); /* stored vectors as queries */
   free(v);
 }
 
