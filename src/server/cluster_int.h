@@ -1,5 +1,6 @@
 /* cluster_int.h: what the two halves of cluster mode's server side share —
- * routes_cluster.c (endpoints, data path), cluster_xfer.c (shard locks,
+ * routes_cluster.c (routing, the write path), cluster_read.c (reads),
+ * cluster_coll.c (collection requests), cluster_xfer.c (shard locks,
  * per-shard sequence numbers, the transfer source thread, the janitor) and
  * cluster_state.c (state documents, drain).
  *
@@ -31,6 +32,11 @@ typedef struct clr_reply {
 cl_node *clr_node(void);
 const char *clr_api_key(void);
 void clr_reply_clear(clr_reply *p);
+void clr_reply_err(clr_reply *p, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The map of `name` at `epoch` or later (waiting briefly when this node is
+ * behind); false with 404/503 in *out. */
+bool clr_map_at(const char *name, uint32_t k, int64_t epoch, cl_coll *c, clr_reply *out);
 /* Runs a single-node handler on local collection `coll`. */
 void clr_sub_run(srv *s, srv_handler fn, const char *coll, const char *body, size_t len,
                  clr_reply *out);
@@ -39,6 +45,20 @@ bool clr_ensure_shard(srv *s, const cl_coll *c, uint32_t k, clr_reply *out);
 void clr_shard_name(const char *coll, uint32_t k, char *buf, size_t cap);
 /* The copy of shard `sh` on this node, or NULL. */
 const cl_replica *clr_my_copy(const cl_shard *sh);
+
+/* cluster_read.c: reads through any node. clr_read_route answers a read
+ * request on distributed collection c (false: not a read it knows);
+ * clr_shard_read runs shard operation `op` on this node's copy (false: not
+ * a read operation). */
+bool clr_read_route(srv_req *r, const cl_coll *c);
+bool clr_shard_read(srv *s, const char *name, uint32_t k, const char *op, const char *body,
+                    size_t len, clr_reply *out);
+
+/* cluster_coll.c: collection-level requests. clc_route_global takes those
+ * not about one existing distributed collection (create); clc_route those
+ * on distributed collection c. False: not one it knows. */
+bool clc_route_global(srv_req *r);
+bool clc_route(srv_req *r, const cl_coll *c);
 
 /* cluster_net.c: the node-to-node listener (a thread per connection).
  * Binds the public host on an ephemeral port; *iaddr = advertise_host:port.
