@@ -17,7 +17,7 @@
 #   cluster.sh drain DIR I         move every copy off node I (POST
 #                                  /cluster/nodes/{id}/drain), wait until it
 #                                  holds none, then stop it
-# Env: QUIVER_CLUSTER_MOVE_DELAY_S (default 60) is passed to the nodes: how
+# Env: QUIVER_CLUSTER_MOVE_DELAY_S (or the serve flag --cluster-move-delay; default 60) is passed to the nodes: how
 # long a dead node's copies are waited for before they are re-created.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)

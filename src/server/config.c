@@ -83,6 +83,10 @@ static const setting settings[] = {
     {"cluster-lease-ttl", "cluster.lease_ttl_s", NULL, "QUIVER__CLUSTER__LEASE_TTL_S", NULL,
      T_U64, "5", 2, 3600, 1, OFF(cluster_ttl_s),
      "seconds without renewing its etcd lease after which a node counts as dead"},
+    {"cluster-move-delay", "cluster.move_delay_s", NULL, "QUIVER__CLUSTER__MOVE_DELAY_S",
+     "QUIVER_CLUSTER_MOVE_DELAY_S", T_U64, "60", 1, 86400, 1, OFF(cluster_move_delay_s),
+     "seconds a dead node's shard copies are waited for (it may come back and catch up) "
+     "before they are recreated on other nodes"},
     /* ---- the cluster dashboard (routes_dashboard.c, docs/cluster.md) ---- */
     {"web-dir", "service.web_dir", NULL, "QUIVER__SERVICE__WEB_DIR", NULL, T_STR, "", 0, 0, 1,
      OFF(web_dir),

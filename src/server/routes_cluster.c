@@ -617,9 +617,6 @@ int cluster_boot(const srv_config *cfg, FILE *errf) {
     fprintf(errf, "serve: --cluster with --port 0 needs --node-addr HOST:PORT\n");
     return 2;
   } else snprintf(addr, sizeof addr, "%s:%llu", cfg->host, (unsigned long long)cfg->port);
-  /* The move delay has no serve flag yet (config.c is not cluster code):
-   * QUIVER_CLUSTER_MOVE_DELAY_S, default 60 s; the tests use a few seconds. */
-  const char *md = getenv("QUIVER_CLUSTER_MOVE_DELAY_S");
   /* The node's threads must not take SIGTERM/SIGINT: http.c waits for
    * them with sigwait in the main thread (it blocks them only later). */
   sigset_t stop, old;
@@ -636,7 +633,7 @@ int cluster_boot(const srv_config *cfg, FILE *errf) {
   if (!cln_start(srv_of_config(cfg), host, iaddr, sizeof iaddr)) iaddr[0] = 0;
   cl_node_opts o = {.endpoints = cfg->etcd, .node_addr = addr, .data_dir = cfg->data_dir,
                     .ttl_s = (uint32_t)cfg->cluster_ttl_s,
-                    .move_delay_s = md ? (uint32_t)strtoul(md, NULL, 10) : 0,
+                    .move_delay_s = (uint32_t)cfg->cluster_move_delay_s,
                     .internal_addr = iaddr};
   g_api_key = qv_strdup(cfg->api_key);
   qv_err err = {0};

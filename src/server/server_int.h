@@ -41,6 +41,7 @@ typedef struct srv_config {
   char *etcd;              /* endpoints, "" = none */
   char *node_addr;         /* "" = host:port */
   uint64_t cluster_ttl_s;
+  uint64_t cluster_move_delay_s; /* seconds a dead copy is waited for */
   /* dashboard (routes_dashboard.c): directory holding dashboard/, "" = found
    * next to the executable */
   char *web_dir;

@@ -112,7 +112,7 @@ class Cluster:
         port = node.port if node else free_port()
         data = os.path.join(self.tmp, f"d{idx}")
         log = open(os.path.join(self.tmp, f"n{idx}.log"), "a")
-        env = dict(os.environ, QUIVER_CLUSTER_MOVE_DELAY_S=str(self.move_delay_s))
+        env = dict(os.environ, QUIVER__CLUSTER__MOVE_DELAY_S=str(self.move_delay_s))
         p = subprocess.Popen([CLI, "serve", "--cluster", "--etcd", self.etcd, "--port", str(port),
                               "--data-dir", data, "--cluster-lease-ttl", str(self.ttl),
                               "--threads", "8"], stdout=log, stderr=subprocess.STDOUT, env=env)
