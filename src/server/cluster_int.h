@@ -55,10 +55,91 @@ bool clr_shard_read(srv *s, const char *name, uint32_t k, const char *op, const 
                     size_t len, clr_reply *out);
 
 /* cluster_coll.c: collection-level requests. clc_route_global takes those
- * not about one existing distributed collection (create); clc_route those
- * on distributed collection c. False: not one it knows. */
+ * not about one existing distributed collection (create, list, and the
+ * node-to-node POST /internal/collections/{c}/{op}); clc_route those on
+ * distributed collection c (info, exists, delete, patch). False: not one
+ * it knows. */
 bool clc_route_global(srv_req *r);
 bool clc_route(srv_req *r, const cl_coll *c);
+/* Drops the local shard copies `x.s<k>` whose collection `x` is gone from a
+ * complete view, whose k is out of range, or whose incarnation mark names
+ * another incarnation of `x`; does nothing while the view may be
+ * incomplete (not loaded yet, fenced). For the janitor's tick. */
+void clc_sweep(srv *s);
+/* Incarnation marks of local copies: whether the existing local copy of
+ * shard k of c was made for c's incarnation (c->uid; an unmarked copy
+ * counts as incarnation 0, i.e. a collection created before uids), and
+ * marking a copy just created for c. For ensure_shard: an existing copy
+ * that is not current is dropped and created again, then marked. */
+bool clc_copy_current(srv *s, const cl_coll *c, uint32_t k);
+void clc_copy_mark(srv *s, const cl_coll *c, uint32_t k);
+
+/* cluster_split.c: the write operations and how a request is cut into
+ * per-shard parts. */
+enum {
+  CLW_UPSERT,
+  CLW_DELETE,
+  CLW_PAYLOAD_SET,
+  CLW_PAYLOAD_OVERWRITE,
+  CLW_PAYLOAD_DELETE,
+  CLW_PAYLOAD_CLEAR,
+  CLW_VECTORS_UPDATE,
+  CLW_VECTORS_DELETE,
+  CLW_INDEX_CREATE,
+  CLW_INDEX_DELETE, /* body {"field_name": F} */
+  CLW_N
+};
+const char *clw_name(int op);
+srv_handler clw_handler(int op);
+int clw_parse(const char *name);         /* -1: not a write */
+int clw_of_handler(srv_handler fn);      /* -1: not a write */
+int clw_of_batch_name(const char *name); /* "set_payload" -> CLW_PAYLOAD_SET, or -1 */
+/* parts[0..ns) (NULL-initialised) get each shard's part of `body`, NULL
+ * where a shard has nothing to do. False: the request is wrong (answered). */
+bool clw_split(srv_req *r, int op, const json_t *body, uint32_t ns, json_t **parts);
+
+/* cluster_chain.c: a shard's write chain (see the file's comment). A link
+ * names one write of the chain; every replicated write carries its own link
+ * and its predecessor's. */
+typedef struct cl_link {
+  uint64_t term, seq;
+} cl_link;
+typedef struct clg_entry {
+  cl_link at, prev;
+  int op; /* routes_cluster.c's write operation */
+  char *body;
+  size_t len;
+} clg_entry;
+typedef enum { CLG_FOLLOWS, CLG_ADOPTS, CLG_UNKNOWN, CLG_BROKEN } clg_verdict;
+/* Primary, shard lock held, before a write of `term` whose message number
+ * is first_seq: starts the term's chain on this node when it is new. */
+void clg_lead(srv *s, const char *coll, uint32_t k, uint64_t term, uint64_t first_seq);
+/* Primary, shard lock held, after write `at` applied locally: logs it; the
+ * copies get *prev and *root_empty with it. */
+void clg_append(srv *s, const char *coll, uint32_t k, cl_link at, int op, const char *body,
+                size_t len, cl_link *prev, bool *root_empty);
+/* Copy, before applying a write that follows `prev`: CLG_BROKEN refuses. */
+clg_verdict clg_check(srv *s, const char *coll, uint32_t k, cl_link prev, bool root_empty);
+/* Copy, after the write `at` applied with verdict v. */
+void clg_applied(srv *s, const char *coll, uint32_t k, cl_link at, clg_verdict v);
+void clg_describe(srv *s, const char *coll, uint32_t k, char *buf, size_t cap);
+/* Marker transitions: being refilled; just created (or dropped: removed);
+ * a full transfer ended at `at`. */
+void clg_break(srv *s, const char *coll, uint32_t k);
+void clg_forget(srv *s, const char *coll, uint32_t k);
+void clg_remove(srv *s, const char *coll, uint32_t k);
+void clg_set(srv *s, const char *coll, uint32_t k, cl_link at);
+/* This node's marker when VALID. */
+bool clg_marker(srv *s, const char *coll, uint32_t k, cl_link *at);
+/* Primary: the last link of its chain. */
+bool clg_head(srv *s, const char *coll, uint32_t k, cl_link *at);
+/* Primary: copies of up to `max` entries after `after` (*left: how many
+ * there are in all); false when `after` is not in the backlog. */
+bool clg_after(srv *s, const char *coll, uint32_t k, cl_link after, size_t max, clg_entry **out,
+               size_t *n_out, size_t *left);
+void clg_entries_free(clg_entry *e, size_t n);
+json_t *clg_state_json(void);
+void clg_reset(void);
 
 /* cluster_net.c: the node-to-node listener (a thread per connection).
  * Binds the public host on an ephemeral port; *iaddr = advertise_host:port.
@@ -84,6 +165,9 @@ void clx_seq_applied(const char *coll, uint32_t k, uint64_t term, uint64_t seq);
  * reported it caught up, so the controller may be turning the copy insync.
  * Otherwise the transfer is marked dirty and starts over. */
 bool clx_partial_failed(const char *coll, uint32_t k, const char *to, int64_t xfer);
+/* Whether a live write must not be forwarded to partial copy `to` of
+ * transfer `xfer`: it is being caught up from the backlog, which has it. */
+bool clx_forward_skip(const char *coll, uint32_t k, const char *to, int64_t xfer);
 /* Starts and stops the transfer source thread and janitor. */
 bool clx_start(srv *s);
 void clx_stop(void);

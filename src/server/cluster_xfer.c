@@ -84,6 +84,7 @@ typedef struct rec {
   bool is_primary_seq;
   /* transfer (this node as source) */
   bool xfer_on, done, dirty;
+  bool delta; /* catching up from the chain's backlog: live writes are not forwarded */
   char to[CL_ID_MAX + 1];
   int64_t xfer, retry_at_ms, started_ms, published_ms;
   uint64_t xterm, copied, total;
@@ -249,17 +250,18 @@ static bool still_valid(const char *coll, uint32_t k, uint64_t term, const char 
 }
 
 /* One call to the target (shard lock held); true on 200. The message takes
- * the next number of the shard's sequence, like a replicated write. */
+ * the next number of the shard's sequence, like a replicated write; `extra`
+ * is appended to the query; *resp (when asked) gets the answer's body. */
 static bool target_call(const char *addr, const char *coll, uint32_t k, const char *op,
-                        int64_t epoch, uint64_t term, int64_t xfer, const char *body, size_t len,
-                        char *why, size_t cap) {
+                        int64_t epoch, uint64_t term, int64_t xfer, const char *extra,
+                        const char *body, size_t len, char *why, size_t cap, char **resp) {
   cl_call call;
   memset(&call, 0, sizeof call);
   uint64_t seq = clx_next_seq(coll, k, term);
   snprintf(call.url, sizeof call.url,
-           "http://%s/internal/shards/%s/%u/%s?epoch=%lld&term=%llu&seq=%llu&from=%s&xfer=%lld",
+           "http://%s/internal/shards/%s/%u/%s?epoch=%lld&term=%llu&seq=%llu&from=%s&xfer=%lld%s",
            addr, coll, k, op, (long long)epoch, (unsigned long long)term,
-           (unsigned long long)seq, cl_node_id(clr_node()), (long long)xfer);
+           (unsigned long long)seq, cl_node_id(clr_node()), (long long)xfer, extra ? extra : "");
   call.body = body ? body : "{}";
   call.len = body ? len : 2;
   call.api_key = clr_api_key();
@@ -268,8 +270,116 @@ static bool target_call(const char *addr, const char *coll, uint32_t k, const ch
   if (!ok)
     snprintf(why, cap, "%s: %u %.200s", op, call.status,
              call.status ? (call.resp ? call.resp : "") : call.err);
+  if (ok && resp) {
+    *resp = call.resp;
+    call.resp = NULL;
+  }
   cl_call_clear(&call);
   return ok;
+}
+
+bool clx_forward_skip(const char *coll, uint32_t k, const char *to, int64_t xfer) {
+  pthread_mutex_lock(&g_mu);
+  rec *r = rec_get(coll, k, false);
+  bool skip = r && r->xfer_on && r->delta && r->xfer == xfer && !strcmp(r->to, to);
+  pthread_mutex_unlock(&g_mu);
+  return skip;
+}
+
+/* The payload indexes of local copy sn as xfer_begin's body. */
+static char *schema_body(const char *sn, size_t *len) {
+  clr_reply info = {0};
+  clr_sub_run(g_srv, h_coll_get, sn, "", 0, &info);
+  char msg[128];
+  json_t *o = info.status == 200 ? jsonio_parse(info.body, info.len, msg, sizeof msg) : NULL;
+  json_t *schema = json_object_get(json_object_get(o, "result"), "payload_schema");
+  json_t *b = json_pack("{s:O}", "payload_schema", schema ? schema : json_object());
+  char *text = b ? jsonio_dumps(b, len) : NULL;
+  json_decref(b);
+  json_decref(o);
+  clr_reply_clear(&info);
+  return text;
+}
+
+/* The target's chain marker, asked under the shard lock: true with *at when
+ * it holds its local copy and a valid marker. */
+static bool probe(const char *addr, const char *coll, uint32_t k, int64_t epoch, uint64_t term,
+                  int64_t xfer, cl_link *at, char *why, size_t cap) {
+  char *resp = NULL;
+  if (!target_call(addr, coll, k, "xfer_probe", epoch, term, xfer, NULL, NULL, 0, why, cap,
+                   &resp))
+    return false;
+  char msg[128];
+  json_t *o = jsonio_parse(resp, strlen(resp), msg, sizeof msg);
+  json_t *res = json_object_get(o, "result");
+  bool valid = json_is_true(json_object_get(res, "valid")) &&
+               jsonio_get_u64(json_object_get(res, "term"), &at->term) &&
+               jsonio_get_u64(json_object_get(res, "seq"), &at->seq);
+  json_decref(o);
+  qv_free(resp);
+  return valid;
+}
+
+/* Sends the target the writes of the backlog after `from`, in order, a
+ * few under each hold of the shard lock; live writes are not forwarded to
+ * it meanwhile (rec.delta) because they are in the backlog too. Under the
+ * lock that sends the last one the transfer is done. */
+static bool catch_up(const char *addr, const char *coll, uint32_t k, uint64_t term,
+                     const char *to, int64_t xfer, cl_link from, size_t todo, char *why,
+                     size_t cap) {
+  cl_link cur = from;
+  size_t sent = 0;
+  double last_report = mono_ms();
+  progress(coll, k, "catching up", 0, todo, true);
+  for (;;) {
+    if (stopping()) {
+      snprintf(why, cap, "node stopping");
+      break;
+    }
+    int64_t epoch = 0;
+    clg_entry *e = NULL;
+    size_t n = 0, left = 0;
+    clx_lock(coll, k);
+    bool ok = still_valid(coll, k, term, to, xfer, &epoch);
+    if (!ok) snprintf(why, cap, "the map changed");
+    else if (!clg_after(g_srv, coll, k, cur, 64, &e, &n, &left)) {
+      ok = false;
+      snprintf(why, cap, "the writes after (%llu, %llu) left the backlog: a full copy follows",
+               (unsigned long long)cur.term, (unsigned long long)cur.seq);
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+      char op[64], extra[128];
+      snprintf(op, sizeof op, "repl_%s", clw_name(e[i].op));
+      snprintf(extra, sizeof extra, "&at=%llu.%llu&prev=%llu.%llu&root_empty=0",
+               (unsigned long long)e[i].at.term, (unsigned long long)e[i].at.seq,
+               (unsigned long long)e[i].prev.term, (unsigned long long)e[i].prev.seq);
+      ok = target_call(addr, coll, k, op, epoch, term, xfer, extra, e[i].body, e[i].len, why, cap,
+                       NULL);
+      if (ok) cur = e[i].at, sent++;
+    }
+    bool finished = ok && n == left;
+    pthread_mutex_lock(&g_mu);
+    rec *r = rec_get(coll, k, false);
+    if (r && (finished || !ok)) r->delta = false; /* live writes are forwarded again */
+    if (r && finished) r->done = true;
+    pthread_mutex_unlock(&g_mu);
+    clx_unlock(coll, k);
+    clg_entries_free(e, n);
+    if (!ok) break;
+    if (finished) {
+      progress(coll, k, "done", sent, sent, true);
+      return true;
+    }
+    if (mono_ms() - last_report > REPORT_MS) {
+      progress(coll, k, "catching up", sent, sent + left - n, true);
+      last_report = mono_ms();
+    }
+  }
+  pthread_mutex_lock(&g_mu);
+  rec *r = rec_get(coll, k, false);
+  if (r) r->delta = false;
+  pthread_mutex_unlock(&g_mu);
+  return false;
 }
 
 /* Copies shard k to `to`; true when it reported done. */
@@ -306,9 +416,41 @@ static bool run_transfer(const char *coll, uint32_t k, uint64_t term, const char
     snprintf(why, sizeof why, "target %s is not live", to);
     goto fail;
   }
+  /* A target that holds the chain up to a write still in the backlog is
+   * sent the writes after it; any other is emptied and copied. */
+  cl_link from = {0, 0};
+  size_t todo = 0;
+  bool delta = false;
   clx_lock(coll, k);
-  bool ok = still_valid(coll, k, term, to, xfer, &epoch) &&
-            target_call(addr, coll, k, "xfer_begin", epoch, term, xfer, NULL, 0, why, sizeof why);
+  bool ok = still_valid(coll, k, term, to, xfer, &epoch);
+  if (ok) {
+    clg_lead(g_srv, coll, k, term, clx_next_seq(coll, k, term));
+    size_t none;
+    if (probe(addr, coll, k, epoch, term, xfer, &from, why, sizeof why))
+      delta = clg_after(g_srv, coll, k, from, 0, NULL, &none, &todo);
+    else if (why[0])
+      ok = false;
+  }
+  if (ok && delta) {
+    pthread_mutex_lock(&g_mu);
+    rec *r = rec_get(coll, k, false);
+    if (r) r->delta = true, r->dirty = false;
+    pthread_mutex_unlock(&g_mu);
+  }
+  clx_unlock(coll, k);
+  if (!ok) goto fail;
+  if (delta) {
+    if (!catch_up(addr, coll, k, term, to, xfer, from, todo, why, sizeof why)) goto fail;
+    cl_event(clr_node(), "%s shard %u: %s caught up from the write backlog (%zu writes) in %.0f ms",
+             coll, k, to, todo, mono_ms() - t0);
+    return true;
+  }
+  size_t slen = 0;
+  char *schema = schema_body(sn, &slen);
+  clx_lock(coll, k);
+  ok = schema && still_valid(coll, k, term, to, xfer, &epoch) &&
+       target_call(addr, coll, k, "xfer_begin", epoch, term, xfer, NULL, schema, slen, why,
+                   sizeof why, NULL);
   if (ok) {
     pthread_mutex_lock(&g_mu);
     rec *r = rec_get(coll, k, false);
@@ -316,6 +458,7 @@ static bool run_transfer(const char *coll, uint32_t k, uint64_t term, const char
     pthread_mutex_unlock(&g_mu);
   }
   clx_unlock(coll, k);
+  qv_free(schema);
   if (!ok) goto fail;
   json_t *offset = json_null();
   double last_report = mono_ms();
@@ -352,8 +495,8 @@ static bool run_transfer(const char *coll, uint32_t k, uint64_t term, const char
       size_t blen = 0;
       char *btext = body ? jsonio_dumps(body, &blen) : NULL;
       json_decref(body);
-      ok = btext && target_call(addr, coll, k, "xfer_put", epoch, term, xfer, btext, blen, why,
-                                sizeof why);
+      ok = btext && target_call(addr, coll, k, "xfer_put", epoch, term, xfer, NULL, btext, blen,
+                                why, sizeof why, NULL);
       qv_free(btext);
       copied += json_array_size(pts);
     }
@@ -370,15 +513,32 @@ static bool run_transfer(const char *coll, uint32_t k, uint64_t term, const char
       last_report = mono_ms();
     }
   }
+  /* The end, under the lock: no live write missed the target, which now
+   * holds the chain up to its head. */
   clx_lock(coll, k);
   pthread_mutex_lock(&g_mu);
   rec *r = rec_get(coll, k, false);
   bool dirty = r == NULL || r->dirty;
-  if (!dirty) r->done = true;
   pthread_mutex_unlock(&g_mu);
+  cl_link head;
+  char extra[64];
+  bool ended = !dirty && still_valid(coll, k, term, to, xfer, &epoch) &&
+               clg_head(g_srv, coll, k, &head);
+  if (ended) {
+    snprintf(extra, sizeof extra, "&at=%llu.%llu", (unsigned long long)head.term,
+             (unsigned long long)head.seq);
+    ended = target_call(addr, coll, k, "xfer_end", epoch, term, xfer, extra, NULL, 0, why,
+                        sizeof why, NULL);
+  }
+  if (ended) {
+    pthread_mutex_lock(&g_mu);
+    if ((r = rec_get(coll, k, false)) != NULL) r->done = true;
+    pthread_mutex_unlock(&g_mu);
+  }
   clx_unlock(coll, k);
-  if (dirty) {
-    snprintf(why, sizeof why, "a live write missed the target: starting over");
+  if (!ended) {
+    if (dirty) snprintf(why, sizeof why, "a live write missed the target: starting over");
+    else if (!why[0]) snprintf(why, sizeof why, "the map changed");
     goto fail;
   }
   progress(coll, k, "done", copied, copied, true);
@@ -386,6 +546,7 @@ static bool run_transfer(const char *coll, uint32_t k, uint64_t term, const char
            to, mono_ms() - t0);
   return true;
 fail:
+  if (!why[0]) snprintf(why, sizeof why, "the map changed");
   cl_event(clr_node(), "%s shard %u: transfer to %s failed: %s", coll, k, to, why);
   pthread_mutex_lock(&g_mu);
   rec *f = rec_get(coll, k, false);
@@ -497,9 +658,11 @@ static void janitor(void) {
         bool still = cl_coll_get(clr_node(), c.name, &again) == QV_OK && again.has_map &&
                      s < again.shard_number && clr_my_copy(&again.shards[s]) == NULL;
         cl_coll_free(&again);
-        if (still && qv_collection_drop(g_srv->db, sn, NULL) == QV_OK)
+        if (still && qv_collection_drop(g_srv->db, sn, NULL) == QV_OK) {
+          clg_remove(g_srv, c.name, s);
           cl_event(clr_node(), "%s shard %u: local copy removed (no longer placed here)", c.name,
                    s);
+        }
         clx_unlock(c.name, s);
         continue;
       }
@@ -563,6 +726,7 @@ void clx_stop(void) {
   g_recs = NULL;
   g_n_recs = g_cap_recs = 0;
   pthread_mutex_unlock(&g_mu);
+  clg_reset();
 }
 
 json_t *clx_state_json(void) {
@@ -582,5 +746,6 @@ json_t *clx_state_json(void) {
                            (json_int_t)r->total, "started_ms", (json_int_t)r->started_ms));
   }
   pthread_mutex_unlock(&g_mu);
-  return json_pack("{s:o, s:o}", "transfers", xfers, "seqs", seqs);
+  return json_pack("{s:o, s:o, s:o}", "transfers", xfers, "seqs", seqs, "chains",
+                   clg_state_json());
 }

@@ -87,6 +87,10 @@ static const setting settings[] = {
      "QUIVER_CLUSTER_MOVE_DELAY_S", T_U64, "60", 1, 86400, 1, OFF(cluster_move_delay_s),
      "seconds a dead node's shard copies are waited for (it may come back and catch up) "
      "before they are recreated on other nodes"},
+    {"cluster-backlog-bytes", "cluster.backlog_bytes", NULL, "QUIVER__CLUSTER__BACKLOG_BYTES",
+     NULL, T_U64, "33554432", 0, 1ull << 40, 1, OFF(cluster_backlog_bytes),
+     "per shard, how many bytes of its newest writes its primary keeps so that a copy "
+     "that comes back is sent only what it missed (0: always a full copy)"},
     /* ---- the cluster dashboard (routes_dashboard.c, docs/cluster.md) ---- */
     {"web-dir", "service.web_dir", NULL, "QUIVER__SERVICE__WEB_DIR", NULL, T_STR, "", 0, 0, 1,
      OFF(web_dir),

@@ -63,7 +63,6 @@ static cl_node *g_node;
 static char *g_api_key;
 static pthread_mutex_t g_shard_mu = PTHREAD_MUTEX_INITIALIZER;
 
-enum { OP_UPSERT, OP_DELETE };
 
 typedef clr_reply reply;
 
@@ -121,8 +120,8 @@ void clr_shard_name(const char *coll, uint32_t k, char *buf, size_t cap) {
 
 /* Runs a single-node handler on local collection `coll` with `body`
  * (NUL-terminated) and hands back its response. */
-static void sub_run(srv *s, srv_handler fn, const char *coll, const char *body, size_t len,
-                    reply *out) {
+static void sub_run2(srv *s, srv_handler fn, const char *coll, const char *arg1,
+                     const char *body, size_t len, reply *out) {
   srv_req q;
   memset(&q, 0, sizeof q);
   q.s = s;
@@ -130,10 +129,13 @@ static void sub_run(srv *s, srv_handler fn, const char *coll, const char *body, 
   q.route = -1;
   q.t0 = srv_now();
   q.args[0] = qv_strdup(coll);
+  q.args[1] = arg1 ? qv_strdup(arg1) : NULL;
   q.body = body;
   q.body_len = len;
   reply_clear(out);
-  if (q.args[0] == NULL) {
+  if (q.args[0] == NULL || (arg1 && q.args[1] == NULL)) {
+    qv_free(q.args[0]);
+    qv_free(q.args[1]);
     reply_err(out, 500, "Service internal error: out of memory");
     return;
   }
@@ -144,8 +146,31 @@ static void sub_run(srv *s, srv_handler fn, const char *coll, const char *body, 
   if (q.resp.free_fn) q.resp.free_fn(q.resp.body);
   if (q.resp.is_file) close(q.resp.fd);
   qv_free(q.args[0]);
+  qv_free(q.args[1]);
   qv_free(q.path);
   jsonio_vecs_free(&q.vecs);
+}
+
+static void sub_run(srv *s, srv_handler fn, const char *coll, const char *body, size_t len,
+                    reply *out) {
+  sub_run2(s, fn, coll, NULL, body, len, out);
+}
+
+/* Applies write operation `op` (cluster_split.c) to local collection sn. */
+static void apply_op(srv *s, int op, const char *sn, const char *body, size_t len, reply *out) {
+  const char *field = NULL;
+  json_t *o = NULL;
+  if (op == CLW_INDEX_DELETE) { /* the field travels in the body, the handler reads the path */
+    o = json_loadb(body, len, 0, NULL);
+    field = json_string_value(json_object_get(o, "field_name"));
+    if (field == NULL) {
+      json_decref(o);
+      reply_err(out, 400, "Wrong input: index_delete needs {\"field_name\": ...}");
+      return;
+    }
+  }
+  sub_run2(s, clw_handler(op), sn, field, body, len, out);
+  json_decref(o);
 }
 
 /* Creates the local collection of shard k from the stored params unless it
@@ -158,6 +183,7 @@ static bool ensure_shard(srv *s, const cl_coll *c, uint32_t k, reply *out) {
   bool ok = qv_collection_get(s->db, sn, &h, NULL) == QV_OK;
   if (ok) qv_collection_release(h);
   else {
+    clg_forget(s, c->name, k); /* a new, empty copy: its marker says so first */
     sub_run(s, h_coll_create, sn, c->params, strlen(c->params), out);
     ok = out->status == 200 || out->status == 409;
     if (ok) qv_log(QV_LOG_INFO, "cluster", "created local shard copy %s", sn);
@@ -213,17 +239,38 @@ static bool map_at(const char *name, uint32_t k, int64_t epoch, bool exact, cl_c
   return true;
 }
 
-/* What a shard operation says about its sender (the query string). */
+/* What a shard operation says about its sender (the query string): the
+ * map and term it was sent at, its message number, the transfer it belongs
+ * to, and its place in the shard's write chain (cluster_chain.c). */
 typedef struct wmsg {
   int64_t epoch, xfer;
   uint64_t term, seq;
   const char *from;
+  bool has_at, chained; /* at given; at and prev given */
+  cl_link at, prev;
+  bool root_empty;
 } wmsg;
 
-enum { ROLE_PRIMARY, ROLE_COPY, ROLE_XFER_BEGIN, ROLE_XFER_PUT };
+enum {
+  ROLE_PRIMARY,    /* a client's write, to the shard's primary */
+  ROLE_COPY,       /* repl_<op>: the primary's write, to a copy */
+  ROLE_XFER_PROBE, /* the primary asks a partial copy for its chain marker */
+  ROLE_XFER_BEGIN, /* a full transfer starts: the copy is emptied */
+  ROLE_XFER_PUT,   /* a page of a full transfer */
+  ROLE_XFER_END    /* a full transfer ended at the chain link `at` */
+};
 
-/* The primary's part of a write, shard lock held: apply, then every other
- * copy (insync and partial) in parallel. */
+static void reply_ok(reply *out, json_t *result) {
+  json_t *o = json_pack("{s:o, s:s, s:f}", "result", result ? result : json_true(), "status",
+                        "ok", "time", 0.0);
+  reply_clear(out);
+  out->body = o ? jsonio_dumps(o, &out->len) : NULL;
+  json_decref(o);
+  out->status = out->body ? 200 : 500;
+}
+
+/* The primary's part of a write, shard lock held: apply, log it in the
+ * shard's chain, then every other copy (insync and partial) in parallel. */
 static void primary_write(srv *s, const cl_coll *c, uint32_t k, int op, const char *body,
                           size_t len, reply *out) {
   const cl_shard *sh = &c->shards[k];
@@ -240,8 +287,12 @@ static void primary_write(srv *s, const cl_coll *c, uint32_t k, int op, const ch
     return;
   }
   uint64_t seq = clx_next_seq(c->name, k, sh->term);
-  sub_run(s, op == OP_UPSERT ? h_upsert : h_delete, sn, body, len, out);
+  clg_lead(s, c->name, k, sh->term, seq);
+  apply_op(s, op, sn, body, len, out);
   if (out->status != 200) return;
+  cl_link at = {sh->term, seq}, prev;
+  bool root_empty;
+  clg_append(s, c->name, k, at, op, body, len, &prev, &root_empty);
   cl_call calls[CL_RF_MAX];
   const cl_replica *to[CL_RF_MAX];
   size_t n = 0;
@@ -249,6 +300,9 @@ static void primary_write(srv *s, const cl_coll *c, uint32_t k, int op, const ch
     const cl_replica *rp = &sh->reps[i];
     char addr[300];
     if (rp->state == CL_DEAD || !strcmp(rp->node, cl_node_id(g_node))) continue;
+    /* A copy being caught up from the chain gets this write from the
+     * backlog, in order, after the ones it missed. */
+    if (rp->state == CL_PARTIAL && clx_forward_skip(c->name, k, rp->node, rp->xfer)) continue;
     if (!cl_node_iaddr(g_node, rp->node, addr, sizeof addr)) {
       if (rp->state == CL_PARTIAL && !clx_partial_failed(c->name, k, rp->node, rp->xfer)) continue;
       reply_err(out, 503, "Service unavailable: copy %s of shard %u is not live", rp->node, k);
@@ -256,10 +310,13 @@ static void primary_write(srv *s, const cl_coll *c, uint32_t k, int op, const ch
     }
     memset(&calls[n], 0, sizeof calls[n]);
     snprintf(calls[n].url, sizeof calls[n].url,
-             "http://%s/internal/shards/%s/%u/%s?epoch=%lld&term=%llu&seq=%llu&from=%s&xfer=%lld",
-             addr, c->name, k, op == OP_UPSERT ? "repl_upsert" : "repl_delete",
-             (long long)c->epoch, (unsigned long long)sh->term, (unsigned long long)seq,
-             cl_node_id(g_node), (long long)(rp->state == CL_PARTIAL ? rp->xfer : 0));
+             "http://%s/internal/shards/%s/%u/repl_%s?epoch=%lld&term=%llu&seq=%llu&from=%s"
+             "&xfer=%lld&at=%llu.%llu&prev=%llu.%llu&root_empty=%d",
+             addr, c->name, k, clw_name(op), (long long)c->epoch, (unsigned long long)sh->term,
+             (unsigned long long)seq, cl_node_id(g_node),
+             (long long)(rp->state == CL_PARTIAL ? rp->xfer : 0), (unsigned long long)at.term,
+             (unsigned long long)at.seq, (unsigned long long)prev.term,
+             (unsigned long long)prev.seq, root_empty ? 1 : 0);
     calls[n].body = body;
     calls[n].len = len;
     calls[n].api_key = g_api_key;
@@ -270,10 +327,11 @@ static void primary_write(srv *s, const cl_coll *c, uint32_t k, int op, const ch
     bool fails = calls[i].status != 200 &&
                  (to[i]->state == CL_INSYNC ||
                   clx_partial_failed(c->name, k, to[i]->node, to[i]->xfer));
-    /* An insync copy that did not apply a write this primary applied may
-     * now differ from it: have the controller mark it dead (it rejoins by a
-     * full transfer) instead of leaving the copies apart. A 409 is a copy
-     * that knows a newer map (this primary may be deposed): not reported. */
+    /* An insync copy that did not apply a write this primary applied, or
+     * whose chain does not lead to it (412), differs from this primary:
+     * have the controller mark it dead (it comes back by a transfer)
+     * instead of leaving the copies apart. A 409 is a copy that knows a
+     * newer map (this primary may be deposed): not reported. */
     if (fails && to[i]->state == CL_INSYNC && calls[i].status != 409) {
       qv_err err = {0};
       if (cl_stale_publish(g_node, c->name, k, to[i]->node, sh->term, &err) != QV_OK)
@@ -288,10 +346,36 @@ static void primary_write(srv *s, const cl_coll *c, uint32_t k, int op, const ch
   }
 }
 
-/* A write on shard k: as its primary (then replicated), as a copy, or a
- * transfer step on a partial copy. Fencing: a copy takes a message only
- * from the shard's primary at the shard's current term (a deposed primary's
- * late writes are refused), and in (term, seq) order. */
+/* Creates the payload indexes a transfer's source has (xfer_begin's body:
+ * {"payload_schema": {field: {"data_type", "params"?}}}). */
+static bool make_indexes(srv *s, const char *sn, const char *body, size_t len, reply *out) {
+  json_t *o = json_loadb(body, len, 0, NULL);
+  const char *field;
+  json_t *d;
+  bool ok = true;
+  json_object_foreach(json_object_get(o, "payload_schema"), field, d) {
+    json_t *params = json_object_get(d, "params");
+    json_t *schema = json_is_object(params) ? json_incref(params)
+                                            : json_incref(json_object_get(d, "data_type"));
+    json_t *req = json_pack("{s:s, s:o}", "field_name", field, "field_schema", schema);
+    size_t rlen = 0;
+    char *text = req ? jsonio_dumps(req, &rlen) : NULL;
+    json_decref(req);
+    if (text) sub_run(s, h_index_create, sn, text, rlen, out);
+    qv_free(text);
+    if (text == NULL || out->status != 200) {
+      ok = false;
+      break;
+    }
+  }
+  json_decref(o);
+  return ok;
+}
+
+/* A shard operation of `role` on this node. Fencing: a copy takes a
+ * message only from the shard's primary at the shard's current term (a
+ * deposed primary's late writes are refused), in (term, seq) order, and a
+ * replicated write only when it follows the copy's place in the chain. */
 static void shard_write(srv *s, const char *name, uint32_t k, int op, int role, const wmsg *m,
                         const char *body, size_t len, reply *out) {
   cl_coll c;
@@ -338,23 +422,63 @@ static void shard_write(srv *s, const char *name, uint32_t k, int op, int role, 
               name, (unsigned long long)m->term, (unsigned long long)m->seq);
     goto done;
   }
+  if (role == ROLE_XFER_PROBE) {
+    /* What this copy holds of the chain, if it holds its local copy. */
+    qv_collection *h = NULL;
+    cl_link at;
+    bool have = qv_collection_get(s->db, sn, &h, NULL) == QV_OK;
+    if (have) qv_collection_release(h);
+    bool valid = have && clg_marker(s, name, k, &at);
+    clx_seq_applied(name, k, m->term, m->seq);
+    reply_ok(out, valid ? json_pack("{s:b, s:I, s:I}", "valid", 1, "term", (json_int_t)at.term,
+                                    "seq", (json_int_t)at.seq)
+                        : json_pack("{s:b}", "valid", 0));
+    goto done;
+  }
+  if (role == ROLE_XFER_END) {
+    if (!m->has_at) {
+      reply_err(out, 400, "Wrong input: xfer_end needs at=TERM.SEQ");
+      goto done;
+    }
+    clg_set(s, name, k, m->at);
+    clx_seq_applied(name, k, m->term, m->seq);
+    reply_ok(out, NULL);
+    goto done;
+  }
   if (role == ROLE_XFER_BEGIN) {
-    /* A fresh copy: whatever an earlier attempt or incarnation left goes. */
+    /* A fresh copy: whatever an earlier attempt or incarnation left goes;
+     * the marker says "being refilled" before the content changes. */
+    clg_break(s, name, k);
     pthread_mutex_lock(&g_shard_mu);
     qv_collection_drop(s->db, sn, NULL);
     pthread_mutex_unlock(&g_shard_mu);
     if (ensure_shard(s, &c, k, out)) {
-      clx_seq_applied(name, k, m->term, m->seq);
-      reply_clear(out);
-      out->body = qv_strdup("{\"result\":true,\"status\":\"ok\",\"time\":0}");
-      out->len = out->body ? strlen(out->body) : 0;
-      out->status = out->body ? 200 : 500;
+      clg_break(s, name, k);
+      if (make_indexes(s, sn, body, len, out)) {
+        clx_seq_applied(name, k, m->term, m->seq);
+        reply_ok(out, NULL);
+      }
     }
     goto done;
   }
   if (!ensure_shard(s, &c, k, out)) goto done;
-  sub_run(s, op == OP_UPSERT ? h_upsert : h_delete, sn, body, len, out);
-  if (out->status == 200) clx_seq_applied(name, k, m->term, m->seq);
+  clg_verdict v = CLG_UNKNOWN;
+  if (role == ROLE_COPY) {
+    v = m->chained ? clg_check(s, name, k, m->prev, m->root_empty) : CLG_UNKNOWN;
+    if (v == CLG_BROKEN) {
+      char mark[64];
+      clg_describe(s, name, k, mark, sizeof mark);
+      reply_err(out, 412, "Chain broken: the copy of shard %u of `%s` on this node holds the "
+                "writes up to %s; the primary's write follows (%llu, %llu)", k, name, mark,
+                (unsigned long long)m->prev.term, (unsigned long long)m->prev.seq);
+      goto done;
+    }
+  }
+  apply_op(s, op, sn, body, len, out);
+  if (out->status == 200) {
+    clx_seq_applied(name, k, m->term, m->seq);
+    if (role == ROLE_COPY) clg_applied(s, name, k, m->chained ? m->at : (cl_link){0, 0}, v);
+  }
 done:
   if (role == ROLE_PRIMARY) clx_unlock(name, k);
   cl_coll_free(&c);
@@ -362,6 +486,15 @@ done:
 
 bool clr_map_at(const char *name, uint32_t k, int64_t epoch, cl_coll *c, clr_reply *out) {
   return map_at(name, k, epoch, false, c, out);
+}
+
+static bool parse_link(const char *q, cl_link *out) {
+  if (q == NULL) return false;
+  char *end;
+  out->term = strtoull(q, &end, 10);
+  if (*end != '.') return false;
+  out->seq = strtoull(end + 1, &end, 10);
+  return *end == 0;
 }
 
 void h_shard_internal(srv_req *r) {
@@ -378,20 +511,27 @@ void h_shard_internal(srv_req *r) {
   m.seq = (q = srv_query(r, "seq")) ? strtoull(q, NULL, 10) : 0;
   m.xfer = (q = srv_query(r, "xfer")) ? strtoll(q, NULL, 10) : 0;
   m.from = srv_query(r, "from");
+  m.has_at = parse_link(srv_query(r, "at"), &m.at);
+  m.chained = m.has_at && parse_link(srv_query(r, "prev"), &m.prev);
+  m.root_empty = (q = srv_query(r, "root_empty")) && !strcmp(q, "1");
   if (*end != 0 || k >= CL_SHARDS_MAX) {
     srv_fail(r, 404, "Not found: shard %s", r->args[1]);
     return;
   }
   reply out = {0};
-  if (!strcmp(op, "upsert") || !strcmp(op, "delete"))
-    shard_write(r->s, r->args[0], (uint32_t)k, op[0] == 'u' ? OP_UPSERT : OP_DELETE,
-                ROLE_PRIMARY, &m, r->body, r->body_len, &out);
-  else if (!strcmp(op, "repl_upsert") || !strcmp(op, "repl_delete"))
-    shard_write(r->s, r->args[0], (uint32_t)k, op[5] == 'u' ? OP_UPSERT : OP_DELETE, ROLE_COPY,
-                &m, r->body, r->body_len, &out);
-  else if (!strcmp(op, "xfer_begin") || !strcmp(op, "xfer_put"))
-    shard_write(r->s, r->args[0], (uint32_t)k, OP_UPSERT,
-                op[5] == 'b' ? ROLE_XFER_BEGIN : ROLE_XFER_PUT, &m, r->body, r->body_len, &out);
+  int wop;
+  static const char *const xfer_ops[] = {"xfer_probe", "xfer_begin", "xfer_put", "xfer_end"};
+  static const int xfer_roles[] = {ROLE_XFER_PROBE, ROLE_XFER_BEGIN, ROLE_XFER_PUT, ROLE_XFER_END};
+  int xrole = -1;
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(op, xfer_ops[i])) xrole = xfer_roles[i];
+  if ((wop = clw_parse(op)) >= 0)
+    shard_write(r->s, r->args[0], (uint32_t)k, wop, ROLE_PRIMARY, &m, r->body, r->body_len, &out);
+  else if (!strncmp(op, "repl_", 5) && (wop = clw_parse(op + 5)) >= 0)
+    shard_write(r->s, r->args[0], (uint32_t)k, wop, ROLE_COPY, &m, r->body, r->body_len, &out);
+  else if (xrole >= 0)
+    shard_write(r->s, r->args[0], (uint32_t)k, CLW_UPSERT, xrole, &m, r->body, r->body_len,
+                &out);
   else if (clr_shard_read(r->s, r->args[0], (uint32_t)k, op, r->body, r->body_len, &out))
     ;
   else {
@@ -450,8 +590,8 @@ static bool dispatch_writes(srv_req *r, const char *name, char **texts, size_t *
       } else if (cl_node_iaddr(g_node, prim, addr, sizeof addr)) {
         memset(&calls[n], 0, sizeof calls[n]);
         snprintf(calls[n].url, sizeof calls[n].url,
-                 "http://%s/internal/shards/%s/%u/%s?epoch=%lld", addr, name, k,
-                 op == OP_UPSERT ? "upsert" : "delete", (long long)c.epoch);
+                 "http://%s/internal/shards/%s/%u/%s?epoch=%lld", addr, name, k, clw_name(op),
+                 (long long)c.epoch);
         calls[n].body = texts[k];
         calls[n].len = lens[k];
         calls[n].api_key = g_api_key;
@@ -500,55 +640,85 @@ out:
   return ok;
 }
 
-static void write_op(srv_req *r, const cl_coll *c, int op) {
-  if (!srv_check_wait(r)) return;
-  json_t *body = srv_body(r, false);
-  if (body == NULL) return;
+/* One write operation on every shard it concerns; false when answered
+ * with an error. */
+static bool write_parts(srv_req *r, const cl_coll *c, int op, const json_t *body) {
   uint32_t ns = c->shard_number;
   json_t **parts = qv_calloc(ns, sizeof *parts);
   char **texts = qv_calloc(ns, sizeof *texts);
   size_t *lens = qv_calloc(ns, sizeof *lens);
+  bool ok = false;
   if (!parts || !texts || !lens) {
     srv_fail(r, 500, "Service internal error: out of memory");
     goto out;
   }
-  json_t *list = json_object_get(body, "points");
-  if (op == OP_UPSERT && !json_is_array(list)) {
-    srv_wrong_input(r, "cluster mode takes upserts as {\"points\": [...]} (the batch form "
-                       "is not supported yet)");
-    goto out;
-  }
-  if (json_is_array(list)) {
-    size_t i;
-    json_t *v;
-    json_array_foreach(list, i, v) {
-      qv_point_id id;
-      if (!srv_id_parse(r, op == OP_UPSERT ? json_object_get(v, "id") : v,
-                        op == OP_UPSERT ? "points[].id" : "points[]", &id))
-        goto out;
-      uint32_t k = ring_shard_of(&id, ns);
-      if (parts[k] == NULL) parts[k] = json_pack("{s:[]}", "points");
-      if (parts[k] == NULL) {
-        srv_fail(r, 500, "Service internal error: out of memory");
-        goto out;
-      }
-      json_array_append(json_object_get(parts[k], "points"), v);
-    }
-  } else { /* delete by filter: every shard applies the same body */
-    for (uint32_t k = 0; k < ns; k++) parts[k] = json_incref(body);
-  }
+  if (!clw_split(r, op, body, ns, parts)) goto out;
   for (uint32_t k = 0; k < ns; k++)
     if (parts[k] && (texts[k] = jsonio_dumps(parts[k], &lens[k])) == NULL) {
       srv_fail(r, 500, "Service internal error: out of memory");
       goto out;
     }
-  if (dispatch_writes(r, c->name, texts, lens, ns, op)) srv_update_ok(r);
+  ok = dispatch_writes(r, c->name, texts, lens, ns, op);
 out:
   for (uint32_t k = 0; parts && k < ns; k++) json_decref(parts[k]);
   for (uint32_t k = 0; texts && k < ns; k++) qv_free(texts[k]);
   qv_free(parts);
   qv_free(texts);
   qv_free(lens);
+  return ok;
+}
+
+/* POST .../points/batch: the operations in order, each as its own write
+ * (so one that fails leaves the earlier ones applied on every copy and the
+ * later ones on none, as on a single node). */
+static void batch_op(srv_req *r, const cl_coll *c) {
+  if (!srv_check_wait(r)) return;
+  json_t *body = srv_body(r, false);
+  if (body == NULL) return;
+  const json_t *list = json_object_get(body, "operations");
+  json_t *results = json_array();
+  if (!json_is_array(list)) {
+    srv_format_err(r, list ? "operations: expected a sequence" : "missing field `operations`");
+    goto out;
+  }
+  const char *w = srv_query(r, "wait");
+  for (size_t i = 0; i < json_array_size(list); i++) {
+    json_t *one = json_array_get(list, i);
+    const char *kind = NULL;
+    json_t *arg = NULL;
+    if (json_is_object(one) && json_object_size(one) == 1) {
+      void *it = json_object_iter(one);
+      kind = json_object_iter_key(it);
+      arg = json_object_iter_value(it);
+    }
+    int op = kind ? clw_of_batch_name(kind) : -1;
+    if (op < 0 || !json_is_object(arg)) {
+      srv_format_err(r, "operations[%zu]: expected an object with one operation (upsert, "
+                     "delete, set_payload, overwrite_payload, delete_payload, clear_payload, "
+                     "update_vectors, delete_vectors)", i);
+      goto out;
+    }
+    if (!write_parts(r, c, op, arg)) goto out;
+    uint64_t id = __atomic_add_fetch(&r->s->op_seq, 1, __ATOMIC_RELAXED);
+    json_array_append_new(results,
+                          json_pack("{s:o, s:s}", "operation_id", jsonio_u64(id), "status",
+                                    w && !strcmp(w, "true") ? "completed" : "acknowledged"));
+  }
+  srv_ok(r, json_incref(results));
+out:
+  json_decref(results);
+  json_decref(body);
+}
+
+static void write_op(srv_req *r, const cl_coll *c, int op) {
+  if (!srv_check_wait(r)) return;
+  json_t *body = op == CLW_INDEX_DELETE ? json_pack("{s:s}", "field_name", r->args[1])
+                                        : srv_body(r, false);
+  if (body == NULL) {
+    if (op == CLW_INDEX_DELETE) srv_fail(r, 500, "Service internal error: out of memory");
+    return;
+  }
+  if (write_parts(r, c, op, body)) srv_update_ok(r);
   json_decref(body);
 }
 
@@ -576,8 +746,9 @@ bool cluster_route(srv_req *r) {
     return false;
   cl_coll c;
   if (cl_coll_get(g_node, r->args[0], &c) != QV_OK) return false; /* a local collection */
-  if (fn == h_upsert) write_op(r, &c, OP_UPSERT);
-  else if (fn == h_delete) write_op(r, &c, OP_DELETE);
+  int wop = clw_of_handler(fn);
+  if (wop >= 0) write_op(r, &c, wop);
+  else if (fn == h_batch) batch_op(r, &c);
   else if (clr_read_route(r, &c) || clc_route(r, &c))
     ;
   else

@@ -42,6 +42,7 @@ typedef struct srv_config {
   char *node_addr;         /* "" = host:port */
   uint64_t cluster_ttl_s;
   uint64_t cluster_move_delay_s; /* seconds a dead copy is waited for */
+  uint64_t cluster_backlog_bytes; /* per shard, of the primary's write backlog */
   /* dashboard (routes_dashboard.c): directory holding dashboard/, "" = found
    * next to the executable */
   char *web_dir;

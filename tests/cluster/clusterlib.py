@@ -89,7 +89,7 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, move_delay_s=3, etcd_args=(), ttl=TTL):
+    def __init__(self, move_delay_s=3, etcd_args=(), ttl=TTL, node_args=()):
         self.tmp = tempfile.mkdtemp(prefix="qv-elastic-")
         out = subprocess.run([os.path.join(ROOT, "scripts", "etcd.sh"), "start", "-o",
                               str(os.getpid()), *etcd_args],
@@ -100,6 +100,7 @@ class Cluster:
         self.etcd_dir = env["QV_ETCD_DIR"]
         self.etcd = env["QV_ETCD_ENDPOINTS"]
         self.move_delay_s = move_delay_s
+        self.node_args = list(node_args)  # extra `serve` flags of every node
         self.ttl = ttl
         self.nodes = []  # every Node ever started (restarts replace .proc)
         self.bad_logs = []
@@ -115,7 +116,7 @@ class Cluster:
         env = dict(os.environ, QUIVER__CLUSTER__MOVE_DELAY_S=str(self.move_delay_s))
         p = subprocess.Popen([CLI, "serve", "--cluster", "--etcd", self.etcd, "--port", str(port),
                               "--data-dir", data, "--cluster-lease-ttl", str(self.ttl),
-                              "--threads", "8"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                              "--threads", "8", *self.node_args], stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         if node:
             node.proc, node.stopped, node.ready = p, False, False
