@@ -1,5 +1,8 @@
-/* routes_cluster.c: `quiver serve --cluster` — the REST endpoints of
- * distributed collections and the node-to-node shard operations.
+/* routes_cluster.c: `quiver serve --cluster` — routing of requests on
+ * distributed collections, the write path, and the node-to-node shard
+ * operations (reads: cluster_read.c; collection requests: cluster_coll.c;
+ * how a write is cut per shard: cluster_split.c; the write chain and
+ * catch-up: cluster_chain.c, cluster_xfer.c).
  *
  * A distributed collection `c` (its config and shard map live in etcd, see
  * src/cluster/node.h) is stored as one ordinary local collection per shard
@@ -9,14 +12,14 @@
  * collection (sub_run), so filters, payloads and indexes behave as on one
  * node.
  *
- *   write  any node --POST /internal/shards/c/k/upsert?epoch=E--> primary
+ *   write  any node --POST /internal/shards/c/k/<op>?epoch=E--> primary
  *          primary, under the shard lock (cluster_int.h): applies locally,
- *          then --.../repl_upsert?epoch&term&seq&from[&xfer]--> every other
+ *          logs it in the shard's write chain, then
+ *          --.../repl_<op>?epoch&term&seq&from&at&prev[&xfer]--> every other
  *          insync and partial copy; answers 200 only when every insync copy
  *          applied it (a copy that missed it is reported stale)
- *   read   any node --.../search|query|count--> one insync copy per shard
- *          (local first), the next copy when one fails or is slow (hedge);
- *          merged by score
+ *   read   any node --.../search|query|scroll|...--> one insync copy per
+ *          shard (cluster_read.c)
  *
  * Fencing: a copy takes a message only from its shard's primary at the
  * shard's current term, in the primary's (term, seq) order; a node behind
