@@ -56,10 +56,10 @@ def transfer_ms(c, after, victim_id):
     (count, sum of their ms, points copied in full)."""
     n = ms = pts = 0
     for node in c.live():
-        st, body = L.call(node.port, "GET",
-                          f"/cluster/state?events_after={after.get(node.idx, 0)}")
+        key = (node.idx, node.proc.pid)  # a restarted node numbers its events from 1
+        st, body = L.call(node.port, "GET", f"/cluster/state?events_after={after.get(key, 0)}")
         for e in body["result"]["events"] if st == 200 else []:
-            after[node.idx] = max(after.get(node.idx, 0), e["seq"])
+            after[key] = max(after.get(key, 0), e["seq"])
             t = e["text"]
             m = re.search(r"copied (\d+) points to (\S+) in (\d+) ms", t)
             if m and m.group(2) == victim_id:

@@ -37,16 +37,38 @@ BACKLOG = 48 * 1024
 
 
 def events(c, after):
-    """Every live node's event texts newer than after[node] (updated)."""
+    """Every live node's event texts newer than after[process] (updated). A
+    restarted node numbers its events from 1 again: keyed by process."""
     out = []
     for n in c.live():
-        st, body = L.call(n.port, "GET", f"/cluster/state?events_after={after.get(n.idx, 0)}")
+        key = (n.idx, n.proc.pid)
+        st, body = L.call(n.port, "GET", f"/cluster/state?events_after={after.get(key, 0)}")
         if st != 200:
             continue
         for e in body["result"]["events"]:
-            after[n.idx] = max(after.get(n.idx, 0), e["seq"])
+            after[key] = max(after.get(key, 0), e["seq"])
             out.append(e["text"])
     return out
+
+
+def settled_events(c, after, victim, n_copies):
+    """The events since `after` once the source of every one of victim's
+    n_copies transfers has logged how it ended (a source logs it just after
+    its report lets the controller turn the copy insync, so the map can be
+    settled a moment before)."""
+    ev = []
+
+    def ended():
+        ev.extend(events(c, after))
+        done = [e for e in ev if victim.node_id in e and (
+            "caught up from the write backlog" in e or "points to " + victim.node_id in e)]
+        return len(done) >= n_copies
+
+    try:
+        L.wait_for("the transfers' own events", ended, 10)
+    except AssertionError:
+        pass  # the assertions below say what is missing
+    return ev
 
 
 def held_by(c, node_id):
@@ -122,8 +144,7 @@ class Rejoin(unittest.TestCase):
         self.assertEqual(held_by(c, victim.node_id), held)  # came back to the same copies
         for sh in s["shards"]:
             self.assertEqual(sum(r["state"] == "insync" for r in sh["replicas"]), RF)
-        ev = events(c, self.after)
-        return ev, held, took
+        return settled_events(c, self.after, victim, len(held)), held, took
 
     def test_1_killed_copy_catches_up_from_the_backlog(self):
         c = self.c
@@ -190,7 +211,7 @@ class Rejoin(unittest.TestCase):
         self.w.hist.record([ids[20]], [None], True)
         c.start_node(victim.idx)
         c.wait_stable("docs", timeout=90)
-        ev = events(c, self.after)
+        ev = settled_events(c, self.after, victim, len(held))
         caught = [e for e in ev if "caught up from the write backlog" in e and victim.node_id in e]
         self.assertGreaterEqual(len(caught), len(held), ev)
         # Every copy of a shard holds the same points and payloads.
