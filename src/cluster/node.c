@@ -1,19 +1,18 @@
-/* node.c: a node in cluster mode — node id, membership, the watched view of
- * every collection's config and shard map, and the controller loop.
+/* node.c: a node in cluster mode — its id, membership and member view,
+ * addresses of peers, the event ring, drain marks, and its writes to etcd
+ * outside the shard map (collection config create / delete / params,
+ * transfer reports); start and stop.
  *
- * Owns: the table of collections (guarded by `mu`, changes broadcast on
- * `cv`), the controller thread. Does not own: HTTP, the engine, shard data
- * (src/server/routes_cluster.c). See node.h for the keys and the
- * invariants; the controller is the only writer of a shard map and writes
- * only through shardmap_cas_write (fenced by its controller token), so a
- * deposed controller's decisions never land. */
+ * The split: node_view.c keeps the watched view of the collections,
+ * node_ctl.c runs the controller and carries operators' requests to it;
+ * node_int.h is what the three share (the struct, `mu` and `cv`). Does not
+ * own HTTP, the engine or shard data (src/server/). See node.h for the keys
+ * and the invariants. */
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,80 +26,10 @@
 #include "base/log.h"
 #include "cluster/etcd.h"
 #include "cluster/node.h"
-#include "cluster/plan.h"
-#include "cluster/ring.h"
-#include "cluster/shardmap.h"
+#include "cluster/node_int.h"
 
-#define CONTROLLER_TICK_MS 200
-#define EVENTS_MAX 256u
 
-typedef struct entry {
-  cl_coll c;
-  bool has_config;
-} entry;
-
-struct cl_node {
-  etcd_client *etcd;
-  mship *m;
-  etcd_watch *w;
-  char prefix[MSHIP_PREFIX_MAX + 1];
-  char id[CL_ID_MAX + 1];
-  uint32_t ttl_s;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  entry *colls;
-  size_t n_colls, cap_colls;
-  mship_view view; /* live members, under mu */
-  pthread_t ctl;
-  bool ctl_started, stop;
-  uint32_t move_delay_s;
-  bool synced; /* the collections watch delivered its first snapshot */
-  etcd_watch *dw;  /* <prefix>/drain/ */
-  char **draining; /* ids, under mu */
-  size_t n_draining;
-  /* Event ring (under ev_mu): the last EVENTS_MAX lines, seq-numbered. */
-  pthread_mutex_t ev_mu;
-  struct {
-    uint64_t seq;
-    int64_t ms;
-    char text[240];
-  } ev[EVENTS_MAX];
-  uint64_t ev_seq;
-};
-
-void cl_coll_free(cl_coll *c) {
-  if (c == NULL) return;
-  qv_free(c->params);
-  qv_free(c->shards);
-  qv_free(c->xfers);
-  qv_free(c->stale);
-  memset(c, 0, sizeof *c);
-}
-
-static void coll_copy(cl_coll *dst, const cl_coll *src) {
-  *dst = *src;
-  dst->params = src->params ? qv_strdup(src->params) : NULL;
-  dst->shards = NULL;
-  dst->xfers = NULL;
-  dst->n_xfers = 0;
-  dst->stale = NULL;
-  dst->n_stale = 0;
-  if (src->n_stale && (dst->stale = qv_malloc(sizeof *src->stale * src->n_stale)) != NULL) {
-    memcpy(dst->stale, src->stale, sizeof *src->stale * src->n_stale);
-    dst->n_stale = src->n_stale;
-  }
-  if (src->has_map && src->shards) {
-    dst->shards = qv_malloc(sizeof *src->shards * src->shard_number);
-    if (dst->shards) memcpy(dst->shards, src->shards, sizeof *src->shards * src->shard_number);
-    else dst->has_map = false;
-  }
-  if (src->n_xfers && (dst->xfers = qv_malloc(sizeof *src->xfers * src->n_xfers)) != NULL) {
-    memcpy(dst->xfers, src->xfers, sizeof *src->xfers * src->n_xfers);
-    dst->n_xfers = src->n_xfers;
-  }
-}
-
-static int64_t wall_ms(void) {
+int64_t node_wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -117,7 +46,7 @@ void cl_event(cl_node *n, const char *fmt, ...) {
   uint64_t seq = ++n->ev_seq;
   __typeof__(n->ev[0]) *e = &n->ev[seq % EVENTS_MAX];
   e->seq = seq;
-  e->ms = wall_ms();
+  e->ms = node_wall_ms();
   snprintf(e->text, sizeof e->text, "%s", line);
   pthread_mutex_unlock(&n->ev_mu);
 }
@@ -141,6 +70,17 @@ char *cl_events_json(cl_node *n, uint64_t after) {
 }
 
 uint64_t cl_peer_id(const char *node_id) { return strtoull(node_id, NULL, 10); }
+
+/* A random odd u63: fits int64 (Qdrant clients parse peer ids, jansson
+ * integers are signed) and is never 0. */
+bool node_random_u63(uint64_t *out) {
+  uint64_t v = 0;
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  bool ok = fd >= 0 && read(fd, &v, sizeof v) == (ssize_t)sizeof v;
+  if (fd >= 0) close(fd);
+  if (ok) *out = (v >> 1) | 1;
+  return ok;
+}
 const char *cl_node_id(const cl_node *n) { return n->id; }
 mship *cl_node_mship(cl_node *n) { return n->m; }
 bool cl_node_fenced(const cl_node *n) { return mship_is_fenced(n->m); }
@@ -151,235 +91,7 @@ uint32_t cl_load_cap(uint32_t copies, uint32_t n_nodes) {
   return (uint32_t)ceil(1.25 * copies / n_nodes);
 }
 
-/* ---- parsing what etcd holds ------------------------------------------------- */
-
-static bool parse_config(const char *text, size_t len, cl_coll *c) {
-  json_t *o = json_loadb(text, len, 0, NULL);
-  if (!json_is_object(o)) {
-    json_decref(o);
-    return false;
-  }
-  json_int_t p = json_integer_value(json_object_get(o, "shard_number"));
-  json_int_t r = json_integer_value(json_object_get(o, "replication_factor"));
-  json_t *params = json_object_get(o, "params");
-  bool ok = p >= 1 && p <= CL_SHARDS_MAX && r >= 1 && r <= CL_RF_MAX && json_is_object(params);
-  if (ok) {
-    char *t = json_dumps(params, JSON_COMPACT);
-    qv_free(c->params);
-    c->params = t ? qv_strdup(t) : NULL;
-    free(t);
-    c->shard_number = (uint32_t)p;
-    c->rf = (uint32_t)r;
-    json_int_t w = json_integer_value(json_object_get(o, "write_consistency_factor"));
-    c->wcf = w >= 1 && w <= CL_RF_MAX ? (uint32_t)w : 1;
-    ok = c->params != NULL;
-  }
-  json_decref(o);
-  return ok;
-}
-
-static bool parse_map(const char *text, size_t len, int64_t mod_rev, cl_coll *c) {
-  json_t *o = json_loadb(text, len, 0, NULL);
-  json_t *shards = json_object_get(o, "shards");
-  size_t n = json_array_size(shards);
-  bool ok = json_is_object(o) && n >= 1 && n <= CL_SHARDS_MAX;
-  cl_shard *sh = ok ? qv_calloc(n, sizeof *sh) : NULL;
-  ok = ok && sh != NULL;
-  for (size_t i = 0; ok && i < n; i++) {
-    json_t *s = json_array_get(shards, i);
-    json_t *reps = json_object_get(s, "replicas");
-    const char *prim = json_string_value(json_object_get(s, "primary"));
-    sh[i].id = (uint32_t)i;
-    sh[i].term = (uint64_t)json_integer_value(json_object_get(s, "term"));
-    if (prim == NULL || strlen(prim) > CL_ID_MAX || json_array_size(reps) > CL_RF_MAX) {
-      ok = false;
-      break;
-    }
-    strcpy(sh[i].primary, prim);
-    for (size_t k = 0; k < json_array_size(reps); k++) {
-      json_t *rp = json_array_get(reps, k);
-      const char *node = json_string_value(json_object_get(rp, "node"));
-      const char *st = json_string_value(json_object_get(rp, "state"));
-      if (node == NULL || strlen(node) > CL_ID_MAX) {
-        ok = false;
-        break;
-      }
-      strcpy(sh[i].reps[k].node, node);
-      sh[i].reps[k].state = st && !strcmp(st, "dead")      ? CL_DEAD
-                            : st && !strcmp(st, "partial") ? CL_PARTIAL
-                                                           : CL_INSYNC;
-      sh[i].reps[k].xfer = json_integer_value(json_object_get(rp, "xfer"));
-      sh[i].reps[k].dead_ms = json_integer_value(json_object_get(rp, "dead_ms"));
-      sh[i].n_reps++;
-    }
-  }
-  if (ok) {
-    qv_free(c->shards);
-    c->shards = sh;
-    c->shard_number = (uint32_t)n;
-    c->epoch = json_integer_value(json_object_get(o, "epoch"));
-    c->map_rev = mod_rev;
-    c->has_map = true;
-  } else {
-    qv_free(sh);
-  }
-  json_decref(o);
-  return ok;
-}
-
-static bool parse_xfer(const char *text, size_t len, uint32_t shard, cl_xfer *x) {
-  json_t *o = json_loadb(text, len, 0, NULL);
-  const char *from = json_string_value(json_object_get(o, "from"));
-  const char *to = json_string_value(json_object_get(o, "to"));
-  const char *ph = json_string_value(json_object_get(o, "phase"));
-  bool ok = from && to && ph && strlen(from) <= CL_ID_MAX && strlen(to) <= CL_ID_MAX;
-  if (ok) {
-    memset(x, 0, sizeof *x);
-    x->shard = shard;
-    strcpy(x->from, from);
-    strcpy(x->to, to);
-    snprintf(x->phase, sizeof x->phase, "%s", ph);
-    x->xfer = json_integer_value(json_object_get(o, "xfer"));
-    x->term = (uint64_t)json_integer_value(json_object_get(o, "term"));
-    x->copied = (uint64_t)json_integer_value(json_object_get(o, "copied"));
-    x->total = (uint64_t)json_integer_value(json_object_get(o, "total"));
-    x->started_ms = json_integer_value(json_object_get(o, "started_ms"));
-    x->updated_ms = json_integer_value(json_object_get(o, "updated_ms"));
-  }
-  json_decref(o);
-  return ok;
-}
-
-static void set_xfer(cl_coll *c, uint32_t shard, const cl_xfer *x) {
-  for (size_t i = 0; i < c->n_xfers; i++)
-    if (c->xfers[i].shard == shard) {
-      if (x) c->xfers[i] = *x;
-      else c->xfers[i] = c->xfers[--c->n_xfers];
-      return;
-    }
-  if (x == NULL) return;
-  cl_xfer *v = qv_realloc(c->xfers, (c->n_xfers + 1) * sizeof *v);
-  if (v == NULL) return;
-  c->xfers = v;
-  c->xfers[c->n_xfers++] = *x;
-}
-
-/* Applies a stale.<shard>.<node> key (value {"from","term"}) to c. */
-static void set_stale(cl_coll *c, const char *suffix, const char *val, size_t len,
-                      bool is_delete) {
-  char *end;
-  unsigned long k = strtoul(suffix, &end, 10);
-  if (*end != '.' || k >= CL_SHARDS_MAX || strlen(end + 1) > CL_ID_MAX) return;
-  const char *node = end + 1;
-  for (size_t i = 0; i < c->n_stale; i++)
-    if (c->stale[i].shard == k && !strcmp(c->stale[i].node, node)) {
-      c->stale[i] = c->stale[--c->n_stale];
-      break;
-    }
-  if (is_delete) return;
-  json_t *o = json_loadb(val, len, 0, NULL);
-  const char *from = json_string_value(json_object_get(o, "from"));
-  cl_stale *v = from && strlen(from) <= CL_ID_MAX
-                    ? qv_realloc(c->stale, (c->n_stale + 1) * sizeof *v)
-                    : NULL;
-  if (v) {
-    c->stale = v;
-    cl_stale *x = &v[c->n_stale++];
-    memset(x, 0, sizeof *x);
-    x->shard = (uint32_t)k;
-    snprintf(x->node, sizeof x->node, "%s", node);
-    snprintf(x->from, sizeof x->from, "%s", from);
-    x->term = (uint64_t)json_integer_value(json_object_get(o, "term"));
-  }
-  json_decref(o);
-}
-
-/* ---- the watched table (mu held) ---------------------------------------------- */
-
-static entry *find(cl_node *n, const char *name) {
-  for (size_t i = 0; i < n->n_colls; i++)
-    if (!strcmp(n->colls[i].c.name, name)) return &n->colls[i];
-  return NULL;
-}
-
-static entry *find_or_add(cl_node *n, const char *name) {
-  entry *e = find(n, name);
-  if (e || strlen(name) > CL_NAME_MAX) return e;
-  if (n->n_colls == n->cap_colls) {
-    size_t cap = n->cap_colls ? 2 * n->cap_colls : 8;
-    entry *p = qv_realloc(n->colls, cap * sizeof *p);
-    if (p == NULL) return NULL;
-    n->colls = p;
-    n->cap_colls = cap;
-  }
-  e = &n->colls[n->n_colls++];
-  memset(e, 0, sizeof *e);
-  strcpy(e->c.name, name);
-  return e;
-}
-
-static void drop_entry(cl_node *n, entry *e) {
-  cl_coll_free(&e->c);
-  *e = n->colls[--n->n_colls];
-}
-
-/* Applies one key of <prefix>/collections/. */
-static void apply_kv(cl_node *n, const char *key, const char *val, size_t len, int64_t rev,
-                     bool is_delete) {
-  size_t pl = strlen(n->prefix) + strlen("/collections/");
-  if (strlen(key) <= pl) return;
-  const char *rest = key + pl, *slash = strrchr(rest, '/');
-  if (slash == NULL || (size_t)(slash - rest) > CL_NAME_MAX) return;
-  char name[CL_NAME_MAX + 1];
-  memcpy(name, rest, (size_t)(slash - rest));
-  name[slash - rest] = 0;
-  bool is_cfg = !strcmp(slash + 1, "config"), is_map = !strcmp(slash + 1, "shardmap");
-  if (!strncmp(slash + 1, "stale.", 6)) {
-    entry *e = find(n, name);
-    if (e) set_stale(&e->c, slash + 7, val, len, is_delete);
-    return;
-  }
-  if (!strncmp(slash + 1, "xfer.", 5)) {
-    char *end;
-    unsigned long k = strtoul(slash + 6, &end, 10);
-    entry *e = *end == 0 && k < CL_SHARDS_MAX ? find(n, name) : NULL;
-    cl_xfer x;
-    if (e && is_delete) set_xfer(&e->c, (uint32_t)k, NULL);
-    else if (e && parse_xfer(val, len, (uint32_t)k, &x)) set_xfer(&e->c, (uint32_t)k, &x);
-    return;
-  }
-  if (!is_cfg && !is_map) return;
-  if (is_delete) {
-    entry *e = find(n, name);
-    if (e && is_cfg) drop_entry(n, e);
-    else if (e) e->c.has_map = false;
-    return;
-  }
-  entry *e = find_or_add(n, name);
-  if (e == NULL) return;
-  bool ok = is_cfg ? parse_config(val, len, &e->c) : parse_map(val, len, rev, &e->c);
-  if (is_cfg && ok) e->has_config = true;
-  if (!ok) qv_log(QV_LOG_WARN, "cluster", "ignoring malformed %s", key);
-}
-
-static void on_watch(void *ctx, const etcd_watch_msg *m) {
-  cl_node *n = ctx;
-  pthread_mutex_lock(&n->mu);
-  if (m->kind == ETCD_WATCH_SNAPSHOT) {
-    n->synced = true;
-    while (n->n_colls) drop_entry(n, &n->colls[0]);
-    for (size_t i = 0; i < m->n_kvs; i++)
-      apply_kv(n, m->kvs[i].key, m->kvs[i].value, m->kvs[i].value_len, m->kvs[i].mod_revision,
-               false);
-  } else if (m->kind == ETCD_WATCH_EVENTS) {
-    for (size_t i = 0; i < m->n_events; i++) {
-      const etcd_kv *kv = &m->events[i].kv;
-      apply_kv(n, kv->key, kv->value, kv->value_len, kv->mod_revision, m->events[i].is_delete);
-    }
-  }
-  pthread_cond_broadcast(&n->cv);
-  pthread_mutex_unlock(&n->mu);
-}
+/* ---- members ------------------------------------------------------------------- */
 
 static void on_members(void *ctx, const mship_view *v) {
   cl_node *n = ctx;
@@ -437,52 +149,7 @@ bool cl_node_iaddr(cl_node *n, const char *node_id, char *buf, size_t cap) {
   return found;
 }
 
-qv_rc cl_coll_get(cl_node *n, const char *name, cl_coll *out) {
-  memset(out, 0, sizeof *out);
-  pthread_mutex_lock(&n->mu);
-  entry *e = find(n, name);
-  bool ok = e && e->has_config;
-  if (ok) coll_copy(out, &e->c);
-  pthread_mutex_unlock(&n->mu);
-  return ok ? QV_OK : QV_ENOTFOUND;
-}
-
-qv_rc cl_coll_names(cl_node *n, char ***names, size_t *count) {
-  pthread_mutex_lock(&n->mu);
-  char **v = qv_calloc(n->n_colls ? n->n_colls : 1, sizeof *v);
-  size_t k = 0;
-  for (size_t i = 0; v && i < n->n_colls; i++)
-    if (n->colls[i].has_config && (v[k] = qv_strdup(n->colls[i].c.name)) != NULL) k++;
-  pthread_mutex_unlock(&n->mu);
-  *names = v;
-  *count = k;
-  return v ? QV_OK : QV_ENOMEM;
-}
-
-void cl_names_free(char **names, size_t count) {
-  for (size_t i = 0; names && i < count; i++) qv_free(names[i]);
-  qv_free(names);
-}
-
-bool cl_wait_map(cl_node *n, const char *name, int64_t min_epoch, uint32_t timeout_ms) {
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
-  bool ok = false;
-  pthread_mutex_lock(&n->mu);
-  for (;;) {
-    entry *e = find(n, name);
-    if (e && e->c.has_map && e->c.epoch >= min_epoch) {
-      ok = true;
-      break;
-    }
-    if (pthread_cond_timedwait(&n->cv, &n->mu, &dl) == ETIMEDOUT) break;
-  }
-  pthread_mutex_unlock(&n->mu);
-  return ok;
-}
+/* ---- collection configs ------------------------------------------------------------ */
 
 qv_rc cl_coll_create(cl_node *n, const char *name, const char *params_json,
                      uint32_t shard_number, uint32_t rf, uint32_t wcf, qv_err *err) {
@@ -492,9 +159,14 @@ qv_rc cl_coll_create(cl_node *n, const char *name, const char *params_json,
     json_decref(params);
     return qv_err_set(err, QV_EINVAL, "bad collection config for %s", name);
   }
-  json_t *o = json_pack("{s:I, s:I, s:I, s:o}", "shard_number", (json_int_t)shard_number,
+  uint64_t uid = 0;
+  if (!node_random_u63(&uid)) {
+    json_decref(params);
+    return qv_err_set(err, QV_EIO, "cannot read /dev/urandom");
+  }
+  json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:o}", "shard_number", (json_int_t)shard_number,
                         "replication_factor", (json_int_t)rf, "write_consistency_factor",
-                        (json_int_t)wcf, "params", params);
+                        (json_int_t)wcf, "uid", (json_int_t)uid, "params", params);
   char *val = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (val == NULL) return qv_err_set(err, QV_ENOMEM, "out of memory");
@@ -513,137 +185,56 @@ qv_rc cl_coll_create(cl_node *n, const char *name, const char *params_json,
   return QV_OK;
 }
 
-/* ---- the controller ---------------------------------------------------------------- */
-
-static char *map_json(const cl_coll *c, int64_t epoch) {
-  json_t *shards = json_array();
-  for (uint32_t s = 0; shards && s < c->shard_number; s++) {
-    const cl_shard *sh = &c->shards[s];
-    json_t *reps = json_array();
-    for (uint32_t k = 0; k < sh->n_reps; k++) {
-      const cl_replica *r = &sh->reps[k];
-      json_t *o = json_pack("{s:s, s:s}", "node", r->node, "state",
-                            r->state == CL_DEAD      ? "dead"
-                            : r->state == CL_PARTIAL ? "partial"
-                                                     : "insync");
-      if (o && r->state == CL_PARTIAL) json_object_set_new(o, "xfer", json_integer(r->xfer));
-      if (o && r->state == CL_DEAD) json_object_set_new(o, "dead_ms", json_integer(r->dead_ms));
-      json_array_append_new(reps, o);
-    }
-    json_array_append_new(shards, json_pack("{s:I, s:I, s:s, s:o}", "id", (json_int_t)s, "term",
-                                            (json_int_t)sh->term, "primary", sh->primary,
-                                            "replicas", reps));
-  }
-  json_t *o = json_pack("{s:I, s:I, s:I, s:o}", "epoch", (json_int_t)epoch, "shard_number",
-                        (json_int_t)c->shard_number, "replication_factor", (json_int_t)c->rf,
-                        "shards", shards);
-  char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
-  json_decref(o);
-  return t;
+qv_rc cl_coll_delete(cl_node *n, const char *name, qv_err *err) {
+  if (strlen(name) == 0 || strlen(name) > CL_NAME_MAX || strchr(name, '/'))
+    return qv_err_set(err, QV_EINVAL, "bad collection name \"%.64s\"", name);
+  /* The trailing slash: "docs/" must not take "docs2/" with it. */
+  char key[MSHIP_PREFIX_MAX + CL_NAME_MAX + 32];
+  snprintf(key, sizeof key, "%s/collections/%s/", n->prefix, name);
+  return etcd_delete(n->etcd, key, true, NULL, NULL, err);
 }
 
-/* First placement of a collection over the live members. */
-static void place_new(cl_node *n, const mship_view *v, cl_coll *c) {
-  if (v->n == 0) return;
-  const char **ids = qv_calloc(v->n, sizeof *ids);
-  if (ids == NULL) return;
-  for (size_t i = 0; i < v->n; i++) ids[i] = v->members[i].node_id;
-  ring_opts ro;
-  ring_opts_init(&ro);
-  ro.rf = c->rf;
-  ro.salt = c->name;
-  ring_placement *p = NULL;
-  qv_err err = {0};
-  qv_rc rc = ring_place(ids, v->n, c->shard_number, &ro, &p, &err);
-  qv_free(ids);
+qv_rc cl_coll_set_params(cl_node *n, const char *name, const char *params_json,
+                         int64_t if_mod_rev, int64_t *mod_rev, qv_err *err) {
+  char key[MSHIP_PREFIX_MAX + CL_NAME_MAX + 32];
+  snprintf(key, sizeof key, "%s/collections/%s/config", n->prefix, name);
+  json_t *params = json_loads(params_json, 0, NULL);
+  if (!json_is_object(params)) {
+    json_decref(params);
+    return qv_err_set(err, QV_EINVAL, "%s: params must be a JSON object", name);
+  }
+  etcd_kvs cur;
+  qv_rc rc = etcd_get(n->etcd, key, &cur, err);
   if (rc != QV_OK) {
-    qv_log(QV_LOG_WARN, "cluster", "placing %s: %s", c->name, err.msg);
-    return;
+    json_decref(params);
+    return rc;
   }
-  c->shards = qv_calloc(c->shard_number, sizeof *c->shards);
-  if (c->shards == NULL) goto out;
-  for (uint32_t s = 0; s < c->shard_number; s++) {
-    cl_shard *sh = &c->shards[s];
-    sh->id = s;
-    sh->term = 1;
-    for (uint32_t k = 0; k < p->rf; k++) {
-      snprintf(sh->reps[k].node, sizeof sh->reps[k].node, "%s", ring_replica(p, s, k));
-      sh->reps[k].state = CL_INSYNC;
-      sh->n_reps++;
-    }
-    snprintf(sh->primary, sizeof sh->primary, "%s", sh->reps[0].node);
+  json_t *o = cur.n ? json_loadb(cur.kvs[0].value, cur.kvs[0].value_len, 0, NULL) : NULL;
+  bool same = cur.n && cur.kvs[0].mod_revision == if_mod_rev;
+  etcd_kvs_free(&cur);
+  if (!json_is_object(o) || !same) {
+    json_decref(o);
+    json_decref(params);
+    return o ? qv_err_set(err, QV_EBUSY, "%s: the config changed meanwhile", name)
+             : qv_err_set(err, QV_ENOTFOUND, "%s: no config", name);
   }
-  char *json = map_json(c, 1);
-  if (json) {
-    rc = shardmap_cas_write(n->m, c->name, NULL, json, NULL, &err);
-    if (rc == QV_OK)
-      qv_log(QV_LOG_INFO, "cluster", "placed %s: %u shards x %u copies on %zu nodes, epoch 1",
-             c->name, c->shard_number, p->rf, v->n);
-    else
-      qv_log(QV_LOG_WARN, "cluster", "placing %s: %s", c->name, err.msg);
-  }
-  free(json);
-out:
-  ring_placement_free(p);
-}
-
-static void plan_log(void *ctx, const char *line) { cl_event(ctx, "%s", line); }
-
-/* The stale reports a pass has seen are consumed by it (acted on, or
- * obsolete): delete them so they cannot act again after a rejoin. */
-static void drop_stale_keys(cl_node *n, const cl_coll *c) {
-  for (size_t i = 0; i < c->n_stale; i++) {
-    char key[MSHIP_PREFIX_MAX + CL_NAME_MAX + CL_ID_MAX + 48];
-    snprintf(key, sizeof key, "%s/collections/%s/stale.%u.%s", n->prefix, c->name,
-             c->stale[i].shard, c->stale[i].node);
-    etcd_delete(n->etcd, key, false, NULL, NULL, NULL);
-  }
-}
-
-qv_rc cl_stale_publish(cl_node *n, const char *coll, uint32_t shard, const char *node,
-                       uint64_t term, qv_err *err) {
-  mship_status st;
-  mship_status_get(n->m, &st);
-  if (st.lease == 0) return qv_err_set(err, QV_EIO, "not registered");
-  char key[MSHIP_PREFIX_MAX + CL_NAME_MAX + CL_ID_MAX + 48], val[CL_ID_MAX + 64];
-  snprintf(key, sizeof key, "%s/collections/%s/stale.%u.%s", n->prefix, coll, shard, node);
-  snprintf(val, sizeof val, "{\"from\":\"%s\",\"term\":%llu}", n->id,
-           (unsigned long long)term);
-  return etcd_put(n->etcd, key, val, strlen(val), st.lease, NULL, err);
-}
-
-/* One controller pass over a placed collection (plan.h), written as one CAS
- * with epoch + 1. */
-static void repair(cl_node *n, const mship_view *v, cl_coll *c) {
-  const char **live = qv_calloc(v->n ? v->n : 1, sizeof *live);
-  char **drain = NULL;
-  size_t n_drain = 0;
-  if (live == NULL || cl_drain_list(n, &drain, &n_drain) != QV_OK) {
-    qv_free(live);
-    return;
-  }
-  for (size_t i = 0; i < v->n; i++) live[i] = v->members[i].node_id;
-  cl_plan_in in = {.live = live, .n_live = v->n, .draining = (const char *const *)drain,
-                   .n_draining = n_drain, .now_ms = wall_ms(),
-                   .move_delay_ms = (int64_t)n->move_delay_s * 1000, .log = plan_log, .ctx = n};
-  bool changed = cl_plan(c, &in);
-  qv_free(live);
-  cl_names_free(drain, n_drain);
-  if (!changed) {
-    drop_stale_keys(n, c); /* what is left were obsolete (older terms) */
-    return;
-  }
-  char *json = map_json(c, c->epoch + 1);
-  if (json == NULL) return;
-  shardmap_doc prev = {.epoch = c->epoch, .mod_revision = c->map_rev};
-  qv_err err = {0};
-  if (shardmap_cas_write(n->m, c->name, &prev, json, NULL, &err) != QV_OK) {
-    qv_log(QV_LOG_WARN, "cluster", "updating the map of %s: %s", c->name, err.msg);
-  } else {
-    cl_event(n, "%s: map epoch %lld", c->name, (long long)(c->epoch + 1));
-    drop_stale_keys(n, c);
-  }
-  free(json);
+  json_object_set_new(o, "params", params); /* the rest (uid, shards) as stored */
+  char *val = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  if (val == NULL) return qv_err_set(err, QV_ENOMEM, "out of memory");
+  etcd_cmp cmp = {.key = key, .target = ETCD_CMP_MOD, .result = ETCD_EQUAL, .number = if_mod_rev};
+  etcd_op put = {.kind = ETCD_OP_PUT, .key = key, .value = val, .value_len = strlen(val)};
+  etcd_txn t = {.cmp = &cmp, .n_cmp = 1, .success = &put, .n_success = 1};
+  etcd_txn_result res = {0};
+  rc = etcd_txn_do(n->etcd, &t, &res, err);
+  free(val);
+  bool won = res.succeeded;
+  int64_t rev = res.revision;
+  etcd_kvs_free(&res.kvs);
+  if (rc != QV_OK) return rc;
+  if (!won) return qv_err_set(err, QV_EBUSY, "%s: the config changed meanwhile", name);
+  if (mod_rev) *mod_rev = rev;
+  return QV_OK;
 }
 
 /* ---- transfer reports and draining ---------------------------------------------- */
@@ -656,7 +247,7 @@ qv_rc cl_xfer_publish(cl_node *n, const char *coll, const cl_xfer *x, qv_err *er
                         x->to, "xfer", (json_int_t)x->xfer, "term", (json_int_t)x->term, "phase",
                         x->phase, "copied", (json_int_t)x->copied, "total",
                         (json_int_t)x->total, "started_ms", (json_int_t)x->started_ms,
-                        "updated_ms", (json_int_t)wall_ms());
+                        "updated_ms", (json_int_t)node_wall_ms());
   char *val = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (val == NULL) return qv_err_set(err, QV_ENOMEM, "out of memory");
@@ -689,7 +280,7 @@ qv_rc cl_drain_set(cl_node *n, const char *node_id, bool on, qv_err *err) {
   snprintf(key, sizeof key, "%s/drain/%s", n->prefix, node_id);
   if (!on) return etcd_delete(n->etcd, key, false, NULL, NULL, err);
   char val[64];
-  snprintf(val, sizeof val, "{\"since_ms\":%lld}", (long long)wall_ms());
+  snprintf(val, sizeof val, "{\"since_ms\":%lld}", (long long)node_wall_ms());
   return etcd_put(n->etcd, key, val, strlen(val), 0, NULL, err);
 }
 
@@ -746,40 +337,6 @@ static void on_drain_watch(void *ctx, const etcd_watch_msg *m) {
   pthread_mutex_unlock(&n->mu);
 }
 
-static void *controller_main(void *arg) {
-  cl_node *n = arg;
-  pthread_mutex_lock(&n->mu);
-  while (!n->stop) {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_nsec += CONTROLLER_TICK_MS * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
-    pthread_cond_timedwait(&n->cv, &n->mu, &dl);
-    if (n->stop) break;
-    pthread_mutex_unlock(&n->mu);
-    if (mship_is_controller(n->m, NULL)) {
-      mship_view v = {0};
-      qv_err err = {0};
-      char **names = NULL;
-      size_t count = 0;
-      if (mship_view_get(n->m, &v, &err) == QV_OK && cl_coll_names(n, &names, &count) == QV_OK) {
-        for (size_t i = 0; i < count; i++) {
-          cl_coll c;
-          if (cl_coll_get(n, names[i], &c) != QV_OK) continue;
-          if (!c.has_map) place_new(n, &v, &c);
-          else repair(n, &v, &c);
-          cl_coll_free(&c);
-        }
-      }
-      cl_names_free(names, count);
-      mship_view_free(&v);
-    }
-    pthread_mutex_lock(&n->mu);
-  }
-  pthread_mutex_unlock(&n->mu);
-  return NULL;
-}
-
 /* ---- start and stop -------------------------------------------------------------------- */
 
 static bool mkdirs(const char *path) {
@@ -807,13 +364,9 @@ static qv_rc node_id_load(const char *dir, char *id, size_t cap, qv_err *err) {
     fclose(f);
     if (got != 1 || v == 0) return qv_err_set(err, QV_ECORRUPT, "%s: not a node id", path);
   } else {
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, &v, sizeof v) != (ssize_t)sizeof v) {
-      if (fd >= 0) close(fd);
-      return qv_err_set(err, QV_EIO, "cannot read /dev/urandom");
-    }
-    close(fd);
-    v = (v >> 1) | 1; /* fits int64 (Qdrant clients parse peer ids), never 0 */
+    uint64_t r;
+    if (!node_random_u63(&r)) return qv_err_set(err, QV_EIO, "cannot read /dev/urandom");
+    v = r;
     f = fopen(path, "w");
     if (f == NULL || fprintf(f, "%llu\n", v) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
       if (f) fclose(f);
@@ -863,7 +416,7 @@ qv_rc cl_node_start(const cl_node_opts *o, cl_node **out, qv_err *err) {
   etcd_watch_opts_init(&wo);
   wo.key = wkey;
   wo.prefix = true;
-  wo.fn = on_watch;
+  wo.fn = node_on_watch;
   wo.ctx = n;
   rc = etcd_watch_start(n->etcd, &wo, &n->w, err);
   if (rc != QV_OK) goto fail;
@@ -880,7 +433,7 @@ qv_rc cl_node_start(const cl_node_opts *o, cl_node **out, qv_err *err) {
   wo.fn = on_drain_watch;
   rc = etcd_watch_start(n->etcd, &wo, &n->dw, err);
   if (rc != QV_OK) goto fail;
-  if (pthread_create(&n->ctl, NULL, controller_main, n) != 0) {
+  if (pthread_create(&n->ctl, NULL, node_controller_main, n) != 0) {
     rc = qv_err_set(err, QV_EIO, "cannot start the controller thread");
     goto fail;
   }
@@ -905,7 +458,7 @@ void cl_node_stop(cl_node *n) {
   etcd_watch_stop(n->dw);
   mship_stop(n->m);
   etcd_client_free(n->etcd);
-  while (n->n_colls) drop_entry(n, &n->colls[0]);
+  while (n->n_colls) node_drop_entry(n, &n->colls[0]);
   qv_free(n->colls);
   mship_view_free(&n->view);
   while (n->n_draining) qv_free(n->draining[--n->n_draining]);

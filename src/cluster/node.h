@@ -6,9 +6,12 @@
  *
  * etcd keys used here (besides membership's):
  *   <prefix>/collections/<c>/config    {"shard_number","replication_factor",
+ *                                       "write_consistency_factor","uid",
  *                                       "params": <collection params>},
- *                                       written once, create-if-absent, by the
- *                                       node that took the PUT
+ *                                       created (create-if-absent) by the node
+ *                                       that took the PUT; "params" replaced
+ *                                       by a PATCH (CAS on its version); the
+ *                                       whole <c>/ prefix deleted by a DELETE
  *   <prefix>/collections/<c>/shardmap  {"epoch","shard_number",
  *                                       "replication_factor","shards":[{"id",
  *                                       "term","primary","replicas":[{"node",
@@ -16,10 +19,25 @@
  *                                       by the controller only (fenced CAS,
  *                                       shardmap.h); replicas may also be
  *                                       "partial" (with "xfer") or carry
- *                                       "dead_ms"
+ *                                       "dead_ms"; a shard may be "pinned"
+ *                                       and its replicas "leaving" (plan.h)
  *   <prefix>/collections/<c>/xfer.<k>  a transfer source's report (cl_xfer)
  *   <prefix>/collections/<c>/stale.<k>.<node>  a primary's stale-copy report
+ *   <prefix>/collections/<c>/op.<k>    an operator's request on shard k
+ *                                       (cl_op_submit), on the submitter's
+ *                                       lease; consumed by the controller
  *   <prefix>/drain/<node_id>           drain marks
+ *
+ * Incarnations: a collection deleted and created again under the same name
+ * is a new incarnation. Its config carries a fresh random "uid" (local
+ * shard copies are marked with it, src/server/cluster_coll.c), and its
+ * first map starts epoch and every shard's term at the config key's etcd
+ * create_revision — larger than any epoch or term an earlier incarnation
+ * reached (each of those was one map write, at an earlier revision) — so
+ * every fencing check (map epoch, shard term, sequence freshness, transfer
+ * ids) refuses what the old incarnation's nodes still send. Every map
+ * write is also conditional on that create_revision, so a controller pass
+ * that raced a DELETE can never leave a map behind.
  *
  * This file knows nothing about HTTP or the engine: the server
  * (src/server/routes_cluster.c) routes requests by the view kept here.
@@ -57,6 +75,7 @@ typedef struct cl_replica {
   cl_rstate state;
   int64_t xfer;    /* CL_PARTIAL: the map epoch that added it (the transfer's id) */
   int64_t dead_ms; /* CL_DEAD: wall-clock unix ms when it was marked dead */
+  bool is_leaving; /* pinned shards: removed once the others are insync */
 } cl_replica;
 
 /* A transfer source's report, <prefix>/collections/<c>/xfer.<shard>, written
@@ -77,6 +96,7 @@ typedef struct cl_shard {
   char primary[CL_ID_MAX + 1];
   cl_replica reps[CL_RF_MAX];
   uint32_t n_reps;
+  bool is_pinned; /* placed by an operator, not by the ring (plan.h rule 8) */
 } cl_shard;
 
 /* A primary's report that an insync copy failed to apply a write it applied
@@ -89,12 +109,37 @@ typedef struct cl_stale {
   uint64_t term;
 } cl_stale;
 
+/* An operator's request on one shard (POST /collections/{c}/cluster),
+ * applied by the controller with cl_plan_op (plan.h). */
+typedef enum cl_op_kind {
+  CL_OP_MOVE = 0,  /* move_shard: copy to `to`, then drop `from`'s copy */
+  CL_OP_REPLICATE, /* replicate_shard: one more copy, on `to` */
+  CL_OP_DROP,      /* drop_replica: remove the copy on `from` */
+  CL_OP_ABORT,     /* abort_transfer: remove the partial copy on `to` */
+  CL_OP_UNPIN,     /* Quiver's unpin_shard: the ring places the shard again */
+} cl_op_kind;
+
+typedef struct cl_op {
+  cl_op_kind kind;
+  uint32_t shard;
+  char from[CL_ID_MAX + 1], to[CL_ID_MAX + 1]; /* node ids ("" when unused) */
+  /* As stored in etcd (node.c): the submission's id, the submitter's
+   * lease, and the controller's refusal ("" while pending). */
+  char id[40];
+  int64_t lease, rev; /* rev: the key's mod_revision */
+  char refused[240];
+} cl_op;
+
 /* A private copy of one collection as this node last saw it in etcd. */
 typedef struct cl_coll {
   char name[CL_NAME_MAX + 1];
   char *params; /* the collection params (JSON text), qv_malloc'd */
   uint32_t shard_number, rf;
   uint32_t wcf; /* write_consistency_factor: insync copies a write needs, >= 1 */
+  uint64_t uid; /* the incarnation's random id (0: created before uids) */
+  /* The config key's create_revision (the incarnation's place in etcd's
+   * history) and mod_revision (its version, bumped by a PATCH). */
+  int64_t cfg_rev, cfg_mod_rev;
   bool has_map;
   int64_t epoch, map_rev; /* when has_map */
   cl_shard *shards;       /* shard_number entries when has_map */
@@ -102,6 +147,8 @@ typedef struct cl_coll {
   size_t n_xfers;
   cl_stale *stale;        /* stale-copy reports seen */
   size_t n_stale;
+  cl_op *ops;             /* operator requests seen, at most one per shard */
+  size_t n_ops;
 } cl_coll;
 
 void cl_coll_free(cl_coll *c); /* accepts NULL; leaves *c empty */
@@ -159,6 +206,39 @@ bool cl_wait_map(cl_node *n, const char *name, int64_t min_epoch, uint32_t timeo
  * QV_EINVAL, QV_EIO (outcome unknown). */
 qv_rc cl_coll_create(cl_node *n, const char *name, const char *params_json,
                      uint32_t shard_number, uint32_t rf, uint32_t wcf, qv_err *err);
+
+/* Deletes collection `name` from etcd — config, map, reports, requests —
+ * in one call; every node's watch then forgets it. Errors: QV_EINVAL (bad
+ * name), QV_EIO (outcome unknown: deleting again is harmless). */
+qv_rc cl_coll_delete(cl_node *n, const char *name, qv_err *err);
+
+/* Replaces the stored params of `name` (a JSON object) if its config is
+ * still at version `if_mod_rev` (cl_coll.cfg_mod_rev); *mod_rev (may be
+ * NULL) receives the new version. Errors: QV_EBUSY (changed meanwhile:
+ * re-read and retry), QV_ENOTFOUND (deleted or re-created), QV_EINVAL,
+ * QV_EIO (outcome unknown). */
+qv_rc cl_coll_set_params(cl_node *n, const char *name, const char *params_json,
+                         int64_t if_mod_rev, int64_t *mod_rev, qv_err *err);
+
+/* Waits (bounded) until this node's copy of `name` is gone or belongs to
+ * another incarnation than `uid` (true), or has a config of at least
+ * version `min_mod_rev` (cl_wait_config). */
+bool cl_wait_gone(cl_node *n, const char *name, uint64_t uid, uint32_t timeout_ms);
+bool cl_wait_config(cl_node *n, const char *name, int64_t min_mod_rev, uint32_t timeout_ms);
+
+/* Whether this node's view of the collections is complete: the watch
+ * delivered its first snapshot and the node is not fenced. What is absent
+ * from a complete view was deleted (or never existed). */
+bool cl_view_complete(cl_node *n);
+
+/* Submits an operator's request to the controller (key op.<shard>, on
+ * this node's lease, create-if-absent) and waits up to timeout_ms for the
+ * outcome. QV_OK: applied (this node's view already shows the new map).
+ * Errors: QV_EINVAL (refused; err says why), QV_EBUSY (a request on the
+ * shard is pending), QV_ENOTFOUND (the collection went away), QV_EIO
+ * (etcd, or no answer in time: the outcome is unknown). */
+qv_rc cl_op_submit(cl_node *n, const char *coll, const cl_op *op, uint32_t timeout_ms,
+                   qv_err *err);
 
 /* The bounded-load cap the placement applies to `copies` copies over
  * `n_nodes` nodes (ring.h's rule, eps 0.25). */

@@ -31,7 +31,22 @@
  *     flight) are the copies outside the target removed; a primary that is
  *     removed hands over to the first insync target copy, term + 1. So a
  *     shard never has fewer insync copies than min(rf, targets) because of a
- *     move, and adding always comes before removing. */
+ *     move, and adding always comes before removing.
+ *
+ * Pinned shards (an operator's move_shard, replicate_shard, drop_replica or
+ * abort_transfer through POST /collections/{c}/cluster, cl_plan_op):
+ *
+ *  8. A pinned shard's target is its own copies minus those marked leaving,
+ *     not the ring: rule 6 only rejoins its dead copies on live nodes, and
+ *     rule 7 removes its leaving copies once it has no partial copy and
+ *     every other copy is insync on a live node (a removed primary hands
+ *     over to the first such copy, term + 1). So the next plan round never
+ *     undoes an operator's placement.
+ *  9. The pin is released (the shard goes back to the ring, its leaving
+ *     marks cleared) when a pinned copy's node drains, or when rule 4 drops
+ *     a pinned copy that stayed dead past the move delay. A partial copy of
+ *     a pinned shard that rule 2 drops (its node died) clears the leaving
+ *     marks: a move that lost its target keeps its source. */
 #ifndef QV_CLUSTER_PLAN_H
 #define QV_CLUSTER_PLAN_H
 
@@ -40,6 +55,7 @@
 #include <stdint.h>
 
 #include "cluster/node.h"
+#include "quiver.h"
 
 typedef struct cl_plan_in {
   const char *const *live; /* live member ids */
@@ -57,5 +73,27 @@ typedef struct cl_plan_in {
  * transfer ids are that epoch). True when anything changed. `c` must have a
  * map. */
 bool cl_plan(cl_coll *c, const cl_plan_in *in);
+
+/* Applies an operator's request `op` to c's map (the same next map as
+ * cl_plan; a copy it adds gets transfer id c->epoch + 1), pinning the
+ * shard (rule 8). The source of a transfer is always the shard's primary,
+ * whose data every insync copy equals, so `from` only has to hold an
+ * insync copy. Operator transfers skip rule 6's per-node throttle but keep
+ * one partial copy per shard.
+ *   CL_OP_MOVE, CL_OP_REPLICATE: `from` holds an insync copy, `to` is live,
+ *     not draining and holds no copy, the shard has no partial copy and
+ *     fewer than CL_RF_MAX copies; adds a partial copy on `to` (MOVE also
+ *     marks `from`'s copy leaving).
+ *   CL_OP_DROP: removes `from`'s copy at once; an insync one only while
+ *     another insync copy on a live node remains (which becomes primary,
+ *     term + 1, if needed).
+ *   CL_OP_ABORT: removes the partial copy on `to` whose source (the
+ *     primary) is `from`, and clears the leaving marks.
+ *   CL_OP_UNPIN: gives the shard back to the ring (Quiver's extension).
+ * Errors (nothing changed): QV_ENOTFOUND (no such shard), QV_EINVAL (a
+ * peer that is not a member, or a request the map refuses; the message
+ * says why in Qdrant's words), QV_EBUSY (the shard's transfer slot is
+ * taken). */
+qv_rc cl_plan_op(cl_coll *c, const cl_op *op, const cl_plan_in *in, qv_err *err);
 
 #endif

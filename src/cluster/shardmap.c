@@ -86,7 +86,8 @@ qv_rc shardmap_read(etcd_client *c, const char *prefix, const char *collection,
   return QV_OK;
 }
 
-/* After a refused txn: says why, from the failure branch's two reads. */
+/* After a refused txn: says why, from the failure branch's two reads (when
+ * the controller and the map are as expected, an extra guard failed). */
 static qv_rc explain_refusal(const etcd_txn_result *r, const char *map_key_s,
                              const char *ctrl_key, int64_t token, int64_t lease,
                              const shardmap_doc *prev, const char *collection,
@@ -102,6 +103,11 @@ static qv_rc explain_refusal(const etcd_txn_result *r, const char *map_key_s,
         "shardmap %s: refused: no longer the controller (token %lld, "
         "controller now %.64s)",
         collection, (long long)token, ctrl ? ctrl->value : "nobody");
+  if (prev ? map && map->mod_revision == prev->mod_revision : map == NULL)
+    return qv_err_set(err, QV_EBUSY,
+                      "shardmap %s: refused: a guard failed (the collection "
+                      "was deleted or re-created)",
+                      collection);
   if (prev == NULL)
     return qv_err_set(err, QV_EBUSY,
                       "shardmap %s: refused: a map exists already%s",
@@ -119,6 +125,22 @@ static qv_rc explain_refusal(const etcd_txn_result *r, const char *map_key_s,
 qv_rc shardmap_cas_write(mship *m, const char *collection,
                          const shardmap_doc *prev, const char *json,
                          int64_t *mod_revision, qv_err *err) {
+  return shardmap_cas_write_ex(m, collection, prev, json, NULL, mod_revision,
+                               err);
+}
+
+#define EXTRA_MAX 64u
+
+qv_rc shardmap_cas_write_ex(mship *m, const char *collection,
+                            const shardmap_doc *prev, const char *json,
+                            const shardmap_extra *extra, int64_t *mod_revision,
+                            qv_err *err) {
+  size_t n_guards = extra ? extra->n_guards : 0;
+  size_t n_ops = extra ? extra->n_ops : 0;
+  if (n_guards > EXTRA_MAX || n_ops > EXTRA_MAX)
+    return qv_err_set(err, QV_EINVAL,
+                      "shardmap %s: more than %u guards or operations",
+                      collection, EXTRA_MAX);
   char key[512], ctrl_key[512];
   qv_rc rc = map_key(mship_prefix(m), collection, key, sizeof key, err);
   if (rc != QV_OK) return rc;
@@ -138,7 +160,7 @@ qv_rc shardmap_cas_write(mship *m, const char *collection,
                       "shardmap %s: refused: %s is not the controller",
                       collection, mship_node_id(m));
   int64_t token = st.controller_token, lease = st.lease;
-  etcd_cmp cmp[3] = {
+  etcd_cmp cmp[3 + EXTRA_MAX] = {
       {.key = ctrl_key,
        .target = ETCD_CMP_CREATE,
        .result = ETCD_EQUAL,
@@ -152,16 +174,19 @@ qv_rc shardmap_cas_write(mship *m, const char *collection,
        .result = ETCD_EQUAL,
        .number = prev ? prev->mod_revision : 0},
   };
-  etcd_op put = {.kind = ETCD_OP_PUT,
-                 .key = key,
-                 .value = json,
-                 .value_len = strlen(json)};
+  for (size_t i = 0; i < n_guards; i++) cmp[3 + i] = extra->guards[i];
+  etcd_op ops[1 + EXTRA_MAX];
+  ops[0] = (etcd_op){.kind = ETCD_OP_PUT,
+                     .key = key,
+                     .value = json,
+                     .value_len = strlen(json)};
+  for (size_t i = 0; i < n_ops; i++) ops[1 + i] = extra->ops[i];
   etcd_op reads[2] = {{.kind = ETCD_OP_GET, .key = key},
                       {.kind = ETCD_OP_GET, .key = ctrl_key}};
   etcd_txn t = {.cmp = cmp,
-                .n_cmp = 3,
-                .success = &put,
-                .n_success = 1,
+                .n_cmp = 3 + n_guards,
+                .success = ops,
+                .n_success = 1 + n_ops,
                 .failure = reads,
                 .n_failure = 2};
   etcd_txn_result r;

@@ -9,7 +9,8 @@
  * in between or when the writer no longer holds the controller key it
  * campaigned for (its token). So two controllers, or one controller racing
  * its own stale read, can never both win, and epochs in etcd's history are
- * consecutive. */
+ * consecutive. A write may carry guards (more compares) and more
+ * operations in the same transaction (shardmap_cas_write_ex). */
 #ifndef QV_CLUSTER_SHARDMAP_H
 #define QV_CLUSTER_SHARDMAP_H
 
@@ -47,5 +48,24 @@ qv_rc shardmap_read(etcd_client *c, const char *prefix, const char *collection,
 qv_rc shardmap_cas_write(mship *m, const char *collection,
                          const shardmap_doc *prev, const char *json,
                          int64_t *mod_revision, qv_err *err);
+
+/* What a map write may add to its transaction: more compares that must
+ * hold (e.g. the collection's config still being the incarnation the map
+ * was computed for) and more operations done with the put (e.g. deleting
+ * the requests the new map consumed). Borrowed for the call. */
+typedef struct shardmap_extra {
+  const etcd_cmp *guards;
+  size_t n_guards;
+  const etcd_op *ops; /* success branch only; must not touch the map key */
+  size_t n_ops;
+} shardmap_extra;
+
+/* shardmap_cas_write with `extra` (may be NULL): refused (QV_EBUSY, "a
+ * guard failed") also when one of extra->guards does not hold; the extra
+ * operations happen in the same transaction as the put, or not at all. */
+qv_rc shardmap_cas_write_ex(mship *m, const char *collection,
+                            const shardmap_doc *prev, const char *json,
+                            const shardmap_extra *extra, int64_t *mod_revision,
+                            qv_err *err);
 
 #endif

@@ -691,6 +691,7 @@ static void *xfer_main(void *arg) {
     }
     if (mono_ms() - last_janitor > 1000) {
       janitor();
+      clc_sweep(g_srv); /* copies of collections deleted while this node was away */
       last_janitor = mono_ms();
     }
     if (busy) continue;

@@ -32,6 +32,11 @@ const srv_route router_routes[] = {
     {"GET", "/cluster/state", h_cluster_state, false, false, false},
     {"POST", "/cluster/nodes/{id}/{op}", h_cluster_node_op, true, false, false},
     {"POST", "/internal/shards/{name}/{shard}/{op}", h_shard_internal, true, false, false},
+    /* node-to-node collection operations: answered in cluster mode by
+     * cluster_coll.c (clc_route_global, before any handler); the handler
+     * named is what answers without --cluster (404), and it lets the
+     * node-to-node listener (cluster_net.c) serve the row */
+    {"POST", "/internal/collections/{name}/{op}", h_shard_internal, true, false, false},
     /* the cluster dashboard (routes_dashboard.c): static files, public
      * because a browser cannot send a header when it navigates; the page
      * itself sends the api-key on its own requests */
@@ -47,6 +52,7 @@ const srv_route router_routes[] = {
     {"GET", C "/exists", h_coll_exists, false, false, false},
     {"GET", C "/aliases", h_coll_aliases, false, false, false},
     {"GET", C "/cluster", h_coll_cluster, false, false, false},
+    {"POST", C "/cluster", h_coll_cluster, true, false, false}, /* shard operations */
     {"PUT", C "/index", h_index_create, true, false, false},
     {"DELETE", C "/index/{field_name}", h_index_delete, true, false, false},
     /* points: writes */

@@ -185,10 +185,20 @@ static bool ensure_shard(srv *s, const cl_coll *c, uint32_t k, reply *out) {
   qv_collection *h = NULL;
   bool ok = qv_collection_get(s->db, sn, &h, NULL) == QV_OK;
   if (ok) qv_collection_release(h);
-  else {
+  if (ok && !clc_copy_current(s, c, k)) {
+    /* Left by an earlier collection of the same name (deleted while this
+     * node was away): never serve or extend it. */
+    qv_log(QV_LOG_INFO, "cluster", "dropping %s: made for another incarnation of `%s`", sn,
+           c->name);
+    clg_remove(s, c->name, k);
+    qv_collection_drop(s->db, sn, NULL);
+    ok = false;
+  }
+  if (!ok) {
     clg_forget(s, c->name, k); /* a new, empty copy: its marker says so first */
     sub_run(s, h_coll_create, sn, c->params, strlen(c->params), out);
     ok = out->status == 200 || out->status == 409;
+    if (out->status == 200) clc_copy_mark(s, c, k);
     if (ok) qv_log(QV_LOG_INFO, "cluster", "created local shard copy %s", sn);
   }
   pthread_mutex_unlock(&g_shard_mu);

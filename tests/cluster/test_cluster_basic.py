@@ -214,6 +214,7 @@ class ClusterBasic(unittest.TestCase):
             sh["primary"] == ids[f"127.0.0.1:{p}"] for sh in s["collections"]["docs"]["shards"]))
         victim = ids[f"127.0.0.1:{victim_port}"]
         led = [sh["id"] for sh in s["collections"]["docs"]["shards"] if sh["primary"] == victim]
+        term0 = {sh["id"]: sh["term"] for sh in s["collections"]["docs"]["shards"]}
         self.assertTrue(led)
         epoch0 = s["collections"]["docs"]["epoch"]
         proc = next(p for port, p in self.c.nodes if port == victim_port)
@@ -237,8 +238,8 @@ class ClusterBasic(unittest.TestCase):
         self.assertGreater(s["epoch"], epoch0)
         for sh in s["shards"]:
             self.assertNotEqual(sh["primary"], victim)
-            if sh["id"] in led:
-                self.assertGreater(sh["term"], 1)
+            if sh["id"] in led:  # promoted: a new term
+                self.assertGreater(sh["term"], term0[sh["id"]])
 
         # No acknowledged point is missing; survivors hold every live copy.
         self.check_search(alive[1], 10)

@@ -299,3 +299,272 @@ Test(plan, a_copy_reported_stale_by_its_primary_is_refilled) {
   c.n_stale = 0;
   cl_coll_free(&c);
 }
+
+/* ---- operator requests (cl_plan_op) and pinned shards ------------------------------- */
+
+static cl_op mk_op(cl_op_kind kind, uint32_t shard, const char *from, const char *to) {
+  cl_op op;
+  memset(&op, 0, sizeof op);
+  op.kind = kind;
+  op.shard = shard;
+  snprintf(op.from, sizeof op.from, "%s", from ? from : "");
+  snprintf(op.to, sizeof op.to, "%s", to ? to : "");
+  return op;
+}
+
+/* The node of ids4[0..3) that holds no copy of shard s. */
+static const char *free_node(const cl_shard *sh) {
+  for (int i = 0; i < 3; i++)
+    if (rep_of(sh, ids4[i]) < 0) return ids4[i];
+  return NULL;
+}
+
+/* Applies op as the controller would (then one plan pass) and advances the
+ * epoch; returns cl_plan_op's answer. */
+static qv_rc apply_op(cl_coll *c, const cl_op *op, const char *const *live, size_t n_live) {
+  cl_plan_in in = input(live, n_live, 1000);
+  qv_err err = {0};
+  qv_rc rc = cl_plan_op(c, op, &in, &err);
+  if (rc == QV_OK) {
+    cl_plan(c, &in);
+    c->epoch++;
+  }
+  return rc;
+}
+
+/* Transfers in flight finish, then the controller runs until nothing
+ * changes; returns the number of passes. */
+static int settle(cl_coll *c, const char *const *live, size_t n_live,
+                  const char *const *drain, size_t n_drain) {
+  finish_transfers(c);
+  return converge(c, live, n_live, drain, n_drain);
+}
+
+/* The controller's rounds with nothing left to do: none may change the map. */
+static void assert_quiet(cl_coll *c, const char *const *live, size_t n_live, int rounds) {
+  for (int i = 0; i < rounds; i++) {
+    cl_plan_in in = input(live, n_live, 1000 + i);
+    cr_assert_not(cl_plan(c, &in), "round %d changed a settled map", i);
+  }
+}
+
+Test(plan, a_moved_copy_stays_moved_through_later_rounds) {
+  cl_coll c = placed(ids4, 3);
+  cl_coll before = clone(&c);
+  const uint32_t s = 5;
+  cl_shard *sh = &c.shards[s];
+  char from[CL_ID_MAX + 1], other[CL_ID_MAX + 1];
+  snprintf(from, sizeof from, "%s", sh->primary); /* the primary moves: a handover too */
+  snprintf(other, sizeof other, "%s", sh->reps[rep_of(sh, from) == 0 ? 1 : 0].node);
+  const char *to = free_node(sh);
+  uint64_t term = sh->term;
+  int64_t epoch = c.epoch;
+  cl_op op = mk_op(CL_OP_MOVE, s, from, to);
+  cr_assert_eq(apply_op(&c, &op, ids4, 3), QV_OK);
+  int k = rep_of(sh, to);
+  cr_assert_geq(k, 0);
+  cr_assert_eq(sh->reps[k].state, CL_PARTIAL);
+  cr_assert_eq(sh->reps[k].xfer, epoch + 1, "the transfer id is the new map's epoch");
+  cr_assert(sh->reps[rep_of(sh, from)].is_leaving);
+  cr_assert(sh->is_pinned);
+  int passes = settle(&c, ids4, 3, NULL, 0);
+  cr_assert_lt(passes, 500);
+  cr_assert_eq(sh->n_reps, 2);
+  cr_assert_lt(rep_of(sh, from), 0, "the source copy went once the new one was insync");
+  cr_assert_geq(rep_of(sh, other), 0);
+  cr_assert_eq(sh->reps[rep_of(sh, to)].state, CL_INSYNC);
+  cr_assert_str_eq(sh->primary, other, "the primary handed over to the copy that stays");
+  cr_assert_eq(sh->term, term + 1);
+  for (uint32_t t = 0; t < P; t++) {
+    if (t == s) continue;
+    cr_assert_eq(memcmp(&c.shards[t], &before.shards[t], sizeof c.shards[t]), 0,
+                 "shard %u moved too", t);
+  }
+  assert_quiet(&c, ids4, 3, 20);
+  cl_coll_free(&before);
+  cl_coll_free(&c);
+}
+
+Test(plan, replicate_shard_adds_a_copy_beyond_rf_and_keeps_it) {
+  cl_coll c = placed(ids4, 3);
+  const uint32_t s = 2;
+  cl_shard *sh = &c.shards[s];
+  const char *to = free_node(sh);
+  cl_op op = mk_op(CL_OP_REPLICATE, s, sh->reps[1].node, to);
+  cr_assert_eq(apply_op(&c, &op, ids4, 3), QV_OK);
+  for (uint32_t k = 0; k < sh->n_reps; k++) cr_assert_not(sh->reps[k].is_leaving);
+  cr_assert_lt(settle(&c, ids4, 3, NULL, 0), 500);
+  cr_assert_eq(sh->n_reps, 3);
+  for (uint32_t k = 0; k < 3; k++) cr_assert_eq(sh->reps[k].state, CL_INSYNC);
+  assert_quiet(&c, ids4, 3, 20);
+  cl_coll_free(&c);
+}
+
+Test(plan, drop_replica_removes_a_copy_and_never_the_last_insync_one) {
+  cl_coll c = placed(ids4, 3);
+  const uint32_t s = 7;
+  cl_shard *sh = &c.shards[s];
+  char prim[CL_ID_MAX + 1], second[CL_ID_MAX + 1];
+  snprintf(prim, sizeof prim, "%s", sh->primary);
+  snprintf(second, sizeof second, "%s", sh->reps[rep_of(sh, prim) == 0 ? 1 : 0].node);
+  uint64_t term = sh->term;
+  cl_op op = mk_op(CL_OP_DROP, s, prim, NULL);
+  cr_assert_eq(apply_op(&c, &op, ids4, 3), QV_OK);
+  cr_assert_eq(sh->n_reps, 1);
+  cr_assert_str_eq(sh->primary, second, "the primary handed over before its copy went");
+  cr_assert_eq(sh->term, term + 1);
+  cr_assert(sh->is_pinned);
+  assert_quiet(&c, ids4, 3, 20); /* below rf by request: not re-replicated */
+  cl_coll before = clone(&c);
+  op = mk_op(CL_OP_DROP, s, second, NULL);
+  qv_err err = {0};
+  cl_plan_in in = input(ids4, 3, 1000);
+  cr_assert_eq(cl_plan_op(&c, &op, &in, &err), QV_EINVAL);
+  cr_assert(strstr(err.msg, "last active replica"), "%s", err.msg);
+  cr_assert_eq(memcmp(c.shards, before.shards, P * sizeof *c.shards), 0,
+               "a refusal changed the map");
+  cl_coll_free(&before);
+  cl_coll_free(&c);
+}
+
+Test(plan, abort_transfer_removes_the_partial_copy_and_keeps_the_source) {
+  cl_coll c = placed(ids4, 3);
+  const uint32_t s = 9;
+  cl_shard *sh = &c.shards[s];
+  cl_shard orig = *sh;
+  const char *to = free_node(sh);
+  cl_op op = mk_op(CL_OP_MOVE, s, sh->primary, to);
+  cr_assert_eq(apply_op(&c, &op, ids4, 3), QV_OK);
+  cl_op wrong = mk_op(CL_OP_ABORT, s, to, sh->primary); /* the other direction */
+  cr_assert_eq(apply_op(&c, &wrong, ids4, 3), QV_EINVAL);
+  cl_op abort = mk_op(CL_OP_ABORT, s, sh->primary, to);
+  cr_assert_eq(apply_op(&c, &abort, ids4, 3), QV_OK);
+  cr_assert_lt(rep_of(sh, to), 0);
+  cr_assert_lt(settle(&c, ids4, 3, NULL, 0), 500);
+  cr_assert_eq(sh->n_reps, orig.n_reps);
+  for (uint32_t k = 0; k < orig.n_reps; k++) {
+    int j = rep_of(sh, orig.reps[k].node);
+    cr_assert_geq(j, 0, "the source copy was kept");
+    cr_assert_eq(sh->reps[j].state, CL_INSYNC);
+    cr_assert_not(sh->reps[j].is_leaving);
+  }
+  cr_assert_str_eq(sh->primary, orig.primary);
+  assert_quiet(&c, ids4, 3, 5);
+  cl_coll_free(&c);
+}
+
+Test(plan, a_move_whose_target_dies_keeps_its_source) {
+  cl_coll c = placed(ids4, 4);
+  const uint32_t s = 4;
+  cl_shard *sh = &c.shards[s];
+  cl_shard orig = *sh;
+  const char *to = NULL;
+  for (int i = 0; i < 4 && to == NULL; i++)
+    if (rep_of(sh, ids4[i]) < 0) to = ids4[i];
+  cl_op op = mk_op(CL_OP_MOVE, s, sh->reps[1].node, to);
+  cr_assert_eq(apply_op(&c, &op, ids4, 4), QV_OK);
+  const char *live[3];
+  size_t n = 0;
+  for (int i = 0; i < 4; i++)
+    if (strcmp(ids4[i], to)) live[n++] = ids4[i];
+  cl_plan_in in = input(live, n, 2000);
+  cr_assert(cl_plan(&c, &in));
+  cr_assert_lt(rep_of(sh, to), 0, "the partial copy on a dead node is dropped");
+  for (uint32_t k = 0; k < orig.n_reps; k++) {
+    int j = rep_of(sh, orig.reps[k].node);
+    cr_assert_geq(j, 0);
+    cr_assert_not(sh->reps[j].is_leaving, "the move lost its target: its source stays");
+  }
+  cl_coll_free(&c);
+}
+
+Test(plan, a_pin_is_released_when_its_node_drains_or_its_copy_dies) {
+  cl_coll c = placed(ids4, 3);
+  const uint32_t s = 3;
+  cl_shard *sh = &c.shards[s];
+  const char *to = free_node(sh);
+  cl_op op = mk_op(CL_OP_REPLICATE, s, sh->primary, to);
+  cr_assert_eq(apply_op(&c, &op, ids4, 3), QV_OK);
+  cr_assert_lt(settle(&c, ids4, 3, NULL, 0), 500);
+  cr_assert(sh->is_pinned);
+  cl_coll dying = clone(&c);
+  /* Drain: the pin goes and the ring moves the copies off the node. */
+  const char *drain[] = {to};
+  cr_assert_lt(settle(&c, ids4, 3, drain, 1), 500);
+  cr_assert_not(c.shards[s].is_pinned);
+  cr_assert_lt(rep_of(&c.shards[s], to), 0);
+  /* Death past the move delay: the dead pinned copy is dropped, the pin
+   * with it. */
+  const char *live[2];
+  size_t n = 0;
+  for (int i = 0; i < 3; i++)
+    if (strcmp(ids4[i], to)) live[n++] = ids4[i];
+  cl_plan_in in = input(live, n, 10000);
+  cl_plan(&dying, &in);
+  cr_assert(dying.shards[s].is_pinned, "within the move delay the pin holds");
+  in.now_ms = 20000;
+  cl_plan(&dying, &in);
+  cr_assert_not(dying.shards[s].is_pinned);
+  cr_assert_lt(rep_of(&dying.shards[s], to), 0);
+  cl_coll_free(&dying);
+  cl_coll_free(&c);
+}
+
+Test(plan, unpin_gives_the_shard_back_to_the_ring) {
+  cl_coll c = placed(ids4, 3);
+  cl_coll before = clone(&c);
+  const uint32_t s = 11;
+  cl_shard *sh = &c.shards[s];
+  cl_op op = mk_op(CL_OP_MOVE, s, sh->reps[1].node, free_node(sh));
+  cr_assert_eq(apply_op(&c, &op, ids4, 3), QV_OK);
+  cr_assert_lt(settle(&c, ids4, 3, NULL, 0), 500);
+  cr_assert_gt(moved(&before, &c), 0);
+  op = mk_op(CL_OP_UNPIN, s, NULL, NULL);
+  cr_assert_eq(apply_op(&c, &op, ids4, 3), QV_OK);
+  cr_assert_not(sh->is_pinned);
+  cr_assert_lt(settle(&c, ids4, 3, NULL, 0), 500);
+  cr_assert_eq(moved(&before, &c), 0, "the ring's placement is back");
+  cl_coll_free(&before);
+  cl_coll_free(&c);
+}
+
+Test(plan, bad_operator_requests_are_refused_and_change_nothing) {
+  cl_coll c = placed(ids4, 3);
+  cl_shard *sh = &c.shards[1];
+  const char *to = free_node(sh);
+  const char *holder = sh->reps[1].node;
+  struct {
+    cl_op op;
+    qv_rc want;
+    const char *says;
+  } cases[] = {
+      {mk_op(CL_OP_MOVE, P, holder, to), QV_ENOTFOUND, "does not exist"},
+      {mk_op(CL_OP_MOVE, 1, holder, "n9"), QV_EINVAL, "Peer n9 does not exist"},
+      {mk_op(CL_OP_MOVE, 1, "n9", to), QV_EINVAL, "Peer n9 does not exist"},
+      {mk_op(CL_OP_MOVE, 1, to, holder), QV_EINVAL, "no active replica"},
+      {mk_op(CL_OP_REPLICATE, 1, holder, sh->primary), QV_EINVAL, "already has a replica"},
+      {mk_op(CL_OP_MOVE, 1, holder, holder), QV_EINVAL, "to itself"},
+      {mk_op(CL_OP_MOVE, 1, holder, "n4"), QV_EINVAL, "Peer n4 does not exist"},
+      {mk_op(CL_OP_DROP, 1, to, NULL), QV_EINVAL, "no replica"},
+      {mk_op(CL_OP_ABORT, 1, sh->primary, to), QV_EINVAL, "no transfer"},
+  };
+  cl_coll before = clone(&c);
+  cl_plan_in in = input(ids4, 3, 1000);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    qv_err err = {0};
+    cr_assert_eq(cl_plan_op(&c, &cases[i].op, &in, &err), cases[i].want, "case %zu: %s", i,
+                 err.msg);
+    cr_assert(strstr(err.msg, cases[i].says), "case %zu: %s", i, err.msg);
+    cr_assert_eq(memcmp(c.shards, before.shards, P * sizeof *c.shards), 0, "case %zu", i);
+  }
+  /* One transfer per shard: a second request waits for the first. */
+  cl_op first = mk_op(CL_OP_REPLICATE, 1, holder, to);
+  cr_assert_eq(cl_plan_op(&c, &first, &in, NULL), QV_OK);
+  const char *four[] = {"n1", "n2", "n3", "n4"};
+  cl_plan_in in4 = input(four, 4, 1000);
+  cl_op second = mk_op(CL_OP_REPLICATE, 1, holder, "n4");
+  qv_err err = {0};
+  cr_assert_eq(cl_plan_op(&c, &second, &in4, &err), QV_EBUSY, "%s", err.msg);
+  cl_coll_free(&before);
+  cl_coll_free(&c);
+}
