@@ -170,11 +170,25 @@ static qv_rc parse_geo_point(const json_t *o, const char *what, double *lon, dou
   return rc;
 }
 
+/* A numeric id written as its decimal digits (how the server passes ids
+ * above INT64_MAX, which JSON parsers here cannot hold as integers). */
+static bool digits_id(const char *s, qv_point_id *out) {
+  uint64_t v = 0;
+  if (*s == 0) return false;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10) return false;
+    v = v * 10 + (uint64_t)(*s - '0');
+  }
+  *out = qv_id_num(v);
+  return true;
+}
+
 static qv_rc parse_id(const json_t *v, qv_point_id *out, qv_err *err) {
   if (json_is_integer(v) && json_integer_value(v) >= 0) {
     *out = qv_id_num((uint64_t)json_integer_value(v));
     return QV_OK;
   }
+  if (json_is_string(v) && digits_id(json_string_value(v), out)) return QV_OK;
   if (json_is_string(v)) return qv_id_parse_uuid(json_string_value(v), out, err);
   return qv_err_set(err, QV_EINVAL, "filter: has_id entries must be unsigned integers or UUIDs");
 }

@@ -404,14 +404,41 @@ json_t *srv_id_json(const qv_point_id *id) {
 
 /* ---- filters ---------------------------------------------------------------------------- */
 
+/* Ids above INT64_MAX in `has_id` become strings of their digits, which
+ * the engine's filter parser reads as numeric ids (its JSON parser cannot
+ * hold them as integers). Elsewhere raw numbers are written back as is. */
+static void has_id_digits(json_t *v) {
+  if (json_is_array(v)) {
+    for (size_t i = 0; i < json_array_size(v); i++) has_id_digits(json_array_get(v, i));
+    return;
+  }
+  if (!json_is_object(v)) return;
+  const char *k;
+  json_t *x;
+  json_object_foreach(v, k, x) {
+    if (strcmp(k, "has_id") != 0 || !json_is_array(x)) {
+      has_id_digits(x);
+      continue;
+    }
+    for (size_t i = 0; i < json_array_size(x); i++) {
+      const char *raw = jsonio_raw_text(json_array_get(x, i));
+      if (raw) json_array_set_new(x, i, json_string(raw));
+    }
+  }
+}
+
 bool srv_filter_parse(srv_req *r, const json_t *obj, const char *key, qv_filter **out) {
   *out = NULL;
   const json_t *f = present(obj, key);
   if (f == NULL) return true;
   if (!json_is_object(f))
     return srv_format_err(r, "%s: invalid type: %s, expected a map", key, srv_type_name(f));
+  json_t *copy = json_deep_copy(f);
+  if (copy == NULL) return srv_fail(r, 500, "Service internal error: out of memory");
+  has_id_digits(copy);
   size_t len;
-  char *text = jsonio_dumps(f, &len);
+  char *text = jsonio_dumps(copy, &len);
+  json_decref(copy);
   if (text == NULL) return srv_fail(r, 500, "Service internal error: out of memory");
   qv_err err = {0};
   qv_rc rc = qv_filter_parse(text, len, out, &err);

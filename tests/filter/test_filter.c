@@ -80,6 +80,9 @@ static const fcase cases[] = {
     /* has_id */
     {"{}", "{\"must\":[{\"has_id\":[1,42,3]}]}", true},
     {"{}", "{\"must\":[{\"has_id\":[1,3]}]}", false},
+    /* an id as its decimal digits: how the server passes ids above INT64_MAX */
+    {"{}", "{\"must\":[{\"has_id\":[\"42\"]}]}", true},
+    {"{}", "{\"must\":[{\"has_id\":[\"18446744073709551615\"]}]}", false},
     /* clause logic: empty must true, empty should false, min_should */
     {"{}", "{\"must\":[]}", true},
     {"{}", "{\"should\":[]}", false},
@@ -169,6 +172,7 @@ Test(filter, malformed_filters_are_rejected_with_a_message) {
       "{\"must\":[{\"key\":\"\",\"match\":{\"value\":1}}]}",
       "{\"must\":[{\"key\":\"a[x]\",\"match\":{\"value\":1}}]}",
       "{\"must\":[{\"has_id\":[-1]}]}", "{\"must\":[{\"has_id\":[\"nope\"]}]}",
+      "{\"must\":[{\"has_id\":[\"18446744073709551616\"]}]}",
       "{\"must\":[{\"key\":\"l\",\"geo_radius\":{\"center\":{\"lon\":200,\"lat\":0},\"radius\":1}}]}",
       "{\"min_should\":{\"min_count\":-1,\"conditions\":[]}}", "{\"must\":[{\"key\":\"a\",",
   };

@@ -270,6 +270,12 @@ class PointsTest(Base):
         self.assertEqual(json.loads(body)["result"][0]["id"], big)
         self.assertEqual(self.ok("GET", c + "/points/%d" % big)["id"], big)
         self.assertEqual(self.ok("GET", c + "/points/%d" % 2 ** 63)["id"], 2 ** 63)
+        # has_id names them exactly (the filter is parsed outside the body's parser)
+        for want in (big, 2 ** 63):
+            raw = ('{"filter":{"must":[{"has_id":[%d]}]},"limit":5}' % want).encode()
+            _, _, body = self.srv.request("POST", c + "/points/scroll", raw=raw,
+                                          headers={"Content-Type": "application/json"})
+            self.assertEqual([p["id"] for p in json.loads(body)["result"]["points"]], [want])
         self.err(400, "PUT", c + "/points", raw=('{"points":[{"id":%d,"vector":[1,0,0,0]}]}' % 2 ** 64).encode())
 
     def test_bad_ids_are_400(self):
