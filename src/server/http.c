@@ -13,14 +13,27 @@
  *                                     writes it to a file instead, within
  *                                     max_snapshot_upload_bytes
  *   end     --on_request(last)------> router_run -> response queued
+ *                                     (a stream: MHD pulls its body from
+ *                                     the handler's reader, see below)
  *   sent    --on_completed----------> state freed, upload file removed,
  *                                     in_flight--
  *
+ * Streamed responses (GET /cluster/events, cluster_events.c) have no
+ * length: MHD calls the handler's reader whenever the socket can take more
+ * and sends what it returns as chunks. A reader with nothing to say parks
+ * the connection (MHD_suspend_connection, which is why the daemon runs with
+ * MHD_ALLOW_SUSPEND_RESUME) instead of returning 0 over and over, which in
+ * this polling mode would spin a worker thread; its producer resumes it.
+ * A stream is in flight for as long as it is open.
+ *
  * Shutdown (SIGTERM/SIGINT, taken by sigwait in the main thread): stop
- * accepting (MHD_quiesce_daemon), wait for in_flight to reach 0 (bounded),
- * stop the daemon, qv_close. Every write was durable before its response,
- * so nothing is flushed here. Invariant: a request body is either complete
- * or rejected with 413; a handler never sees a truncated body (or upload). */
+ * accepting (MHD_quiesce_daemon), end the event streams (clev_stop: else
+ * they would hold in_flight up for the whole drain, and MHD must not be
+ * stopped with a suspended connection), wait for in_flight to reach 0
+ * (bounded), stop the daemon, qv_close. Every write was durable before its
+ * response, so nothing is flushed here. Invariant: a request body is either
+ * complete or rejected with 413; a handler never sees a truncated body (or
+ * upload). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -122,7 +135,14 @@ static enum MHD_Result send_response(conn_state *st) {
   srv_req *r = &st->req;
   srv_resp *rs = &r->resp;
   struct MHD_Response *resp;
-  if (rs->is_file) {
+  if (rs->stream_read != NULL) {
+    /* 16 KiB blocks, well inside the 64 KiB connection memory limit; a
+     * larger state document simply takes several reader calls. */
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, rs->stream_read,
+                                             rs->stream_cls, rs->stream_free);
+    if (resp == NULL) rs->stream_free(rs->stream_cls);
+    rs->stream_read = NULL, rs->stream_free = NULL, rs->stream_cls = NULL; /* MHD's now */
+  } else if (rs->is_file) {
     resp = MHD_create_response_from_fd64(rs->file_size, rs->fd);
     if (resp == NULL) close(rs->fd);
     rs->is_file = false; /* MHD closes it with the response */
@@ -142,6 +162,8 @@ static enum MHD_Result send_response(conn_state *st) {
   if (rs->disposition[0])
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, rs->disposition);
   if (st->too_big) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+  if (rs->content_type && !strcmp(rs->content_type, "text/event-stream"))
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* proxies: do not hold it */
   enum MHD_Result ret = MHD_queue_response(r->conn, rs->status, resp);
   MHD_destroy_response(resp);
   double took = srv_now() - r->t0;
@@ -261,6 +283,8 @@ static enum MHD_Result on_headers(srv *s, struct MHD_Connection *conn, const cha
   if (cl) st->announced = strtoull(cl, NULL, 10);
   const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "api-key");
   const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+  if (key == NULL && authz == NULL && clev_key_in_query(url))
+    key = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "api-key");
   st->routed = router_route(&st->req, url, key, authz);
   if (st->routed && st->announced > body_limit(st)) {
     st->too_big = true;
@@ -336,6 +360,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   qv_free(st->upload_path);
   if (st->req.resp.free_fn) st->req.resp.free_fn(st->req.resp.body);
   if (st->req.resp.is_file) close(st->req.resp.fd);
+  if (st->req.resp.stream_free) st->req.resp.stream_free(st->req.resp.stream_cls); /* unsent */
   for (int i = 0; i < SRV_MAX_ARGS; i++) qv_free(st->req.args[i]);
   jsonio_vecs_free(&st->req.vecs);
   qv_free(st->req.path);
@@ -436,7 +461,9 @@ static int serve(srv *s) {
   if (!snapshots_init(s)) goto out;
   unsigned threads = worker_threads(&s->cfg);
   d = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0,
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+          MHD_ALLOW_SUSPEND_RESUME,
+      0,
       NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
       MHD_OPTION_LISTEN_SOCKET, listen_fd,
       MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
@@ -473,9 +500,11 @@ static int serve(srv *s) {
          sig == SIGTERM ? "SIGTERM" : "SIGINT", __atomic_load_n(&s->in_flight, __ATOMIC_RELAXED));
   int qfd = MHD_quiesce_daemon(d);
   if (qfd >= 0) close(qfd);
+  clev_stop();
   drain(s);
   status = 0;
 out:
+  clev_stop(); /* no-op when done above; a stream may exist if cluster_boot failed */
   if (d) MHD_stop_daemon(d);
   if (listen_fd >= 0) close(listen_fd);
   cluster_shutdown();

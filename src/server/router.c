@@ -30,6 +30,9 @@ const srv_route router_routes[] = {
     /* cluster mode (routes_cluster.c): Quiver's state document and the
      * node-to-node shard operations (writes: the read-only key may not) */
     {"GET", "/cluster/state", h_cluster_state, false, false, false},
+    /* the same state as Server-Sent Events, for the dashboard
+     * (cluster_events.c); the key may also come as ?api-key= (http.c) */
+    {"GET", "/cluster/events", h_cluster_events, false, false, false},
     {"POST", "/cluster/nodes/{id}/{op}", h_cluster_node_op, true, false, false},
     {"POST", "/internal/shards/{name}/{shard}/{op}", h_shard_internal, true, false, false},
     /* node-to-node collection operations: answered in cluster mode by

@@ -62,6 +62,10 @@
  * write (the router retries); the shard lock is held meanwhile. */
 #define REPL_TIMEOUT_MS 3000
 
+/* Published once joined (release) and read by request threads (acquire)
+ * while the main thread may still be joining: every request path reads it
+ * through clr_node() before anything else, which orders what boot set up
+ * before it (g_api_key) too. */
 static cl_node *g_node;
 static char *g_api_key;
 static pthread_mutex_t g_shard_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -74,7 +78,7 @@ static void reply_clear(reply *p) {
   memset(p, 0, sizeof *p);
 }
 
-cl_node *clr_node(void) { return g_node; }
+cl_node *clr_node(void) { return __atomic_load_n(&g_node, __ATOMIC_ACQUIRE); }
 const char *clr_api_key(void) { return g_api_key; }
 void clr_reply_clear(clr_reply *p) { reply_clear(p); }
 
@@ -511,7 +515,7 @@ static bool parse_link(const char *q, cl_link *out) {
 }
 
 void h_shard_internal(srv_req *r) {
-  if (g_node == NULL) {
+  if (clr_node() == NULL) {
     srv_fail(r, 404, "Not found: this node is not in cluster mode");
     return;
   }
@@ -737,7 +741,7 @@ static void write_op(srv_req *r, const cl_coll *c, int op) {
 
 bool cluster_route(srv_req *r) {
   if (r->route < 0) return false;
-  if (g_node == NULL && r->s->cfg.cluster) {
+  if (clr_node() == NULL && r->s->cfg.cluster) {
     /* Still joining (registration waits for a previous incarnation's lease):
      * a distributed collection must not be answered as a local one. */
     const char *pat = router_routes[r->route].pattern;
@@ -747,7 +751,7 @@ bool cluster_route(srv_req *r) {
       return true;
     }
   }
-  if (g_node == NULL) return false;
+  if (clr_node() == NULL) return false;
   srv_handler fn = router_routes[r->route].fn;
   if (fn == h_cluster) {
     clr_cluster_info(r);
@@ -778,7 +782,7 @@ void cluster_shutdown(void) {
   cln_stop();
   clx_stop();
   cl_node_stop(g_node);
-  g_node = NULL;
+  __atomic_store_n(&g_node, NULL, __ATOMIC_RELEASE);
   qv_free(g_api_key);
   g_api_key = NULL;
 }
@@ -790,7 +794,7 @@ static srv *srv_of_config(const srv_config *cfg) {
 }
 
 int cluster_boot(const srv_config *cfg, FILE *errf) {
-  if (g_node != NULL) return -1;
+  if (clr_node() != NULL) return -1;
   if (cfg->etcd[0] == 0) {
     fprintf(errf, "serve: --cluster needs --etcd URL[,URL...]\n");
     return 2;
@@ -821,7 +825,9 @@ int cluster_boot(const srv_config *cfg, FILE *errf) {
                     .internal_addr = iaddr};
   g_api_key = qv_strdup(cfg->api_key);
   qv_err err = {0};
-  qv_rc rc = cl_node_start(&o, &g_node, &err);
+  cl_node *node = NULL;
+  qv_rc rc = cl_node_start(&o, &node, &err);
+  if (rc == QV_OK) __atomic_store_n(&g_node, node, __ATOMIC_RELEASE);
   if (rc == QV_OK && !clx_start(srv_of_config(cfg))) rc = QV_EIO;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != QV_OK) {

@@ -3,7 +3,7 @@
  * docs/cluster.md, "Dashboard").
  *
  * Owns where the files are looked up and which names may be served. Does
- * not own the page (the plain files in web/dashboard/, polling GET /cluster/state)
+ * not own the page (the plain files in web/dashboard/, fed by GET /cluster/events)
  * nor the state document (routes_cluster.c). The files are read from disk
  * on every request rather than embedded, so editing the page needs no
  * rebuild and the build needs no extra step.

@@ -85,6 +85,14 @@ typedef struct srv_resp {
   uint64_t file_size;
   char disposition[320]; /* Content-Disposition, "" for none */
   bool no_store;         /* send Cache-Control: no-store (live pages) */
+  /* A streamed body of unknown length (GET /cluster/events): MHD pulls it
+   * with stream_read(stream_cls, ...) in chunked encoding and calls
+   * stream_free(stream_cls) once done with it. http.c takes both over:
+   * stream_free runs exactly once, also when the response is never queued.
+   * A handler sets them last (srv_raw and srv_fail do not know them). */
+  MHD_ContentReaderCallback stream_read;
+  MHD_ContentReaderFreeCallback stream_free;
+  void *stream_cls;
 } srv_resp;
 
 #define SRV_MAX_ARGS 3
@@ -439,6 +447,19 @@ void h_cluster_node_op(srv_req *r);
 /* routes_dashboard.c: the static files of the cluster dashboard
  * (GET /dashboard, GET /dashboard/{file}; public, no API key). */
 void h_dashboard(srv_req *r);
+
+/* cluster_events.c: GET /cluster/events, the dashboard's Server-Sent Events
+ * stream (state documents, node events, heartbeats; docs/cluster.md,
+ * section 8). The connections are parked with MHD_suspend_connection while
+ * there is nothing to send, so the daemon must be started with
+ * MHD_ALLOW_SUSPEND_RESUME. clev_stop (http.c, after MHD_quiesce_daemon and
+ * before waiting for requests in flight) ends every stream, refuses new ones
+ * and stops the stream thread; no connection is left suspended afterwards.
+ * clev_key_in_query: whether `url` may carry the API key as the query
+ * argument `api-key` (a browser's EventSource cannot send headers). */
+void h_cluster_events(srv_req *r);
+void clev_stop(void);
+bool clev_key_in_query(const char *url);
 
 /* routes_search.c: run one request body through `fn` (search, query, ...),
  * or each of a batch body's "searches", and answer with the result(s).

@@ -3,11 +3,16 @@
 //
 // Starts a throwaway etcd (scripts/etcd.sh, watchdog on this process) and
 // three `$QV_CLI serve --cluster` nodes on free loopback ports with an API
-// key, creates a collection (6 shards, rf 2), opens /dashboard?key=... of
-// node 1 in Debian's chromium through playwright-core, checks that the ring
-// shows every live node and every copy, then kill -9s node 3 and checks that
-// the page marks it dead (and its copies dead) within the lease TTL plus a
-// few seconds. Saves a screenshot to $QV_DASHBOARD_SCREENSHOT (CTest sets it
+// key, creates a collection (6 shards, rf 2) and writes a few points, opens
+// /dashboard?key=... of node 1 in Debian's chromium through playwright-core,
+// checks that the page is fed by the event stream (GET /cluster/events, the
+// badge says "live (stream)"), that the ring shows every live node and every
+// copy and the replication table the applied sequence numbers the state
+// carries, then kill -9s node 3 and checks that the page marks it dead (and
+// its copies dead) within the lease TTL plus a few seconds — through the
+// stream: the page never polled. Then fills node 2's stream limit and checks
+// that a page opened there falls back to polling and still draws the
+// cluster. Saves a screenshot to $QV_DASHBOARD_SCREENSHOT (CTest sets it
 // under the build directory; default /tmp). Also checks the static-file
 // route: content types, no API key needed, only the three names served.
 //
@@ -133,7 +138,32 @@ before(async () => {
     settledEpoch = c.epoch;
     return true;
   }, 30000);
+  // Enough points that every shard gets some (each copy then has a seq).
+  const points = Array.from({length: 240}, (_, i) => ({id: i + 1, vector: [1, i, 2, 3]}));
+  const w = await call(nodes[0].port, 'PUT', '/collections/dash/points?wait=true', {points});
+  assert.equal(w.status, 200, w.text);
 });
+
+/* Opens an event stream on `port` and keeps it (until .destroy()); resolves
+ * with the response once its headers are in. */
+function openStream(port) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({host: '127.0.0.1', port, path: '/cluster/events', headers: {'api-key': KEY}},
+                         (res) => resolve({req, res}));
+    req.on('error', reject);
+  });
+}
+
+async function launch() {
+  if (ctx) return ctx;
+  const userData = fs.mkdtempSync(path.join(tmp, 'chromium-'));
+  ctx = await chromium.launchPersistentContext(userData, {
+    executablePath: CHROMIUM, headless: true, viewport: {width: 1280, height: 800}, timeout: 30000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  return ctx;
+}
 
 after(async () => {
   if (ctx) await ctx.close().catch(() => {});
@@ -168,12 +198,7 @@ test('static files: types, public, only three names', {skip: !HAVE_ETCD && 'etcd
 
 test('the ring shows every live node and follows a kill -9', {skip: !HAVE_ETCD && 'etcd is not installed', timeout: 90000},
      async () => {
-  const userData = fs.mkdtempSync(path.join(tmp, 'chromium-'));
-  ctx = await chromium.launchPersistentContext(userData, {
-    executablePath: CHROMIUM, headless: true, viewport: {width: 1280, height: 800}, timeout: 30000,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  await launch();
   const page = ctx.pages()[0] || await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
@@ -203,6 +228,17 @@ test('the ring shows every live node and follows a kill -9', {skip: !HAVE_ETCD &
   }
   assert.equal(await page.getAttribute('#health', 'data-level'), 'ok');
   assert.match(await page.textContent('#colls'), new RegExp(`dash\\s*${settledEpoch}\\s*6\\s*2`));
+  // Fed by the event stream, not by polling.
+  await waitFor('the stream badge', async () => (await page.getAttribute('#feed', 'data-mode')) === 'stream', 10000);
+  assert.equal(await page.textContent('#feed'), 'live (stream)');
+  // The replication table draws the applied sequence numbers the state has:
+  // at least node 1's own copies after the writes (local.seqs).
+  await waitFor('applied seqs of node 1\'s copies', async () => {
+    const rows = await page.$$eval(`#replication tr[data-node-id="${ids[0]}"]`,
+                                   (trs) => trs.map((tr) => tr.cells[3].textContent));
+    return rows.length > 0 && rows.every((t) => /^\d+$/.test(t));
+  }, 10000);
+  const statesBefore = Number(await page.evaluate(() => document.body.dataset.states || 0));
 
   const victim = nodes[2];
   const killedAt = Date.now();
@@ -212,6 +248,10 @@ test('the ring shows every live node and follows a kill -9', {skip: !HAVE_ETCD &
     return s[victim.id] === 'dead' && s[ids[0]] === 'live' && s[ids[1]] === 'live';
   }, (TTL + 5) * 1000);
   const seenDeadAfter = Date.now() - killedAt;
+  // The death came through the stream: new state documents, and no poll ever.
+  assert.ok(Number(await page.evaluate(() => document.body.dataset.states)) > statesBefore);
+  assert.equal(await page.evaluate(() => document.body.dataset.polls), undefined, 'the page polled');
+  assert.equal(await page.getAttribute('#feed', 'data-mode'), 'stream');
   await waitFor('its copies drawn dead', async () => {
     const r = await page.$$eval(`#ring g.replica[data-node-id="${victim.id}"]`, (gs) => gs.map((g) => g.dataset.state));
     return r.length > 0 && r.every((x) => x === 'dead');
@@ -229,4 +269,63 @@ test('the ring shows every live node and follows a kill -9', {skip: !HAVE_ETCD &
   await page.screenshot({path: SHOT});
   console.log(`# killed node shown dead ${seenDeadAfter} ms after kill -9 (TTL ${TTL} s); screenshot ${SHOT}`);
   assert.deepEqual(errors, [], 'errors in the page');
+});
+
+test('with the stream limit reached the page falls back to polling', {skip: !HAVE_ETCD && 'etcd is not installed', timeout: 60000},
+     async () => {
+  const port = nodes[1].port;
+  const held = [];
+  try {
+    for (;;) { // node 2 serves 16 streams; the next is refused
+      const s = await openStream(port);
+      if (s.res.statusCode !== 200) {
+        assert.equal(s.res.statusCode, 503);
+        s.req.destroy();
+        break;
+      }
+      held.push(s);
+      assert.ok(held.length <= 16, 'more than 16 streams accepted');
+    }
+    assert.equal(held.length, 16);
+    await launch();
+    const page = await ctx.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(`http://127.0.0.1:${port}/dashboard?key=${KEY}`, {timeout: 15000});
+    await waitFor('the polling badge', async () => (await page.getAttribute('#feed', 'data-mode')) === 'polling', 10000);
+    await waitFor('a poll that drew the cluster', async () =>
+      Number(await page.evaluate(() => document.body.dataset.polls || 0)) > 0 &&
+      (await page.$$('#ring g.replica')).length === 12, 10000);
+    assert.match(await page.textContent('#feed'), /polling/);
+    assert.match(await page.textContent('#events'), /event stream unavailable: polling/);
+    // Replication lag from the shapes the state may carry, exact beyond 2^53
+    // (sequence numbers start at ms << 16): per replica, per collection, and
+    // this node's own local.seqs; unknown or cross-term lag is null.
+    const lags = await page.evaluate(() => {
+      const base = 117654072714199040n;
+      const text = JSON.stringify({node_id: 'a', collections: {
+        c: {placed: true, shards: [
+          {id: 0, primary: 'a', replicas: [{node: 'a', state: 'insync', seq: 'P0', term: 3},
+                                           {node: 'b', state: 'insync', seq: 'B0', term: 3}]},
+          {id: 1, primary: 'b', replicas: [{node: 'b', state: 'insync'}, {node: 'a', state: 'insync'}]},
+          {id: 2, primary: 'a', replicas: [{node: 'a', state: 'insync'}, {node: 'b', state: 'partial'}]},
+          {id: 3, primary: 'a', replicas: [{node: 'a', state: 'insync'}, {node: 'b', state: 'insync'}]}],
+            seqs: {1: {b: 'B1', a: 'A1'}, 3: {b: {seq: 'B3', term: 2}}}}},
+        local: {seqs: [{collection: 'c', shard: 2, seq: 'P2', term: 1, role: 'primary'},
+                       {collection: 'c', shard: 3, seq: 'P3', term: 3, role: 'primary'}]}})
+        .replace('"P0"', String(base + 7n)).replace('"B0"', String(base + 2n))
+        .replace('"B1"', String(base + 20n)).replace('"A1"', String(base + 19n))
+        .replace('"P2"', String(base)).replace('"B3"', String(base)).replace('"P3"', String(base + 1n));
+      const st = parseJSON(text);
+      const m = copySeqs(st);
+      const lag = (k, node) => { const x = copyLag(m, 'c', st.collections.c.shards[k], node).lag;
+                                 return x === null ? null : String(x); };
+      return [lag(0, 'b'), lag(0, 'a'), lag(1, 'a'), lag(2, 'b'), lag(3, 'b')];
+    });
+    assert.deepEqual(lags, ['5', '0', '1', null, null]);
+    await page.close();
+    assert.deepEqual(errors, [], 'errors in the page');
+  } finally {
+    for (const s of held) s.req.destroy();
+  }
 });

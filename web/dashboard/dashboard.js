@@ -1,9 +1,19 @@
 /* dashboard.js: the live cluster dashboard (issue 5; docs/cluster.md,
- * "Dashboard"). Polls GET /cluster/state of the node that served the page
- * once a second and redraws: the shard ring of one collection (SVG), the
- * nodes with lease time left and load against the cap, the collections with
- * their map epoch, etcd health, and an event log made of the differences
- * between successive states.
+ * "Dashboard"). Follows the state of the node that served the page and
+ * redraws: the shard ring of one collection (SVG), the nodes with lease
+ * time left and load against the cap, the collections with their map epoch,
+ * transfers, replication lag per copy, etcd health, and an event log made
+ * of the node's own events plus the differences between successive states.
+ *
+ * Feeds: the page listens to GET /cluster/events (Server-Sent Events,
+ * src/server/cluster_events.c) with an EventSource: a `state` event carries
+ * the document whenever it changes, an `event` event each line of the
+ * node's event ring (its id lets a reconnect resume). When the stream
+ * cannot be had (refused, 503 at the stream limit, an old server, two
+ * failures in a row) the page polls GET /cluster/state once a second
+ * instead and tries the stream again every 15 s. The badge #feed says
+ * which: data-mode "stream" ("live (stream)"), "polling", "reconnecting".
+ * EventSource cannot send headers, so the API key goes as ?api-key=.
  *
  * Owns only the browser side; the state document is routes_cluster.c's
  * (h_cluster_state). Placement is rendezvous hashing, not a token ring, so
@@ -19,7 +29,15 @@
  * class="node"> with data-node-id, data-addr, data-state (live | expiring |
  * fenced | dead) and an aria-label saying the same in words; every copy is a
  * <g class="replica"> with data-shard, data-node-id, data-state and
- * data-primary. document.body.dataset.polls counts successful polls.
+ * data-primary. document.body.dataset.polls counts successful polls,
+ * document.body.dataset.states the state documents the stream delivered.
+ *
+ * Replication lag: /cluster/state may carry applied sequence numbers per
+ * copy (replicas[].seq, a collection's "seqs", a top-level "seqs", or this
+ * node's own local.seqs); the Replication table shows, for every copy of
+ * the selected collection, its applied sequence number and its lag behind
+ * the shard's primary (rows carry data-shard, data-node-id, data-lag), and
+ * says so when the document has no such numbers.
  *
  * Shard transfers: a copy in state "partial" is being filled by its
  * shard's primary (drawn amber, its link animated); the Transfers table
@@ -28,12 +46,18 @@
  * ring (controller decisions, transfers it ran) is fetched with
  * ?events_after= and merged into the log, marked with the node's name.
  *
- * Invariant: one poll in flight at a time (the next is scheduled when the
- * previous ends), and every string from the server reaches the DOM escaped. */
+ * Without --cluster the stream's state says {"enabled": false,
+ * "single_node": {"collections"}}: the page lists the local collections
+ * and logs their creation and removal.
+ *
+ * Invariants: at most one feed runs (a stream, or one poll in flight with
+ * the next scheduled when it ends); every string from the server reaches
+ * the DOM escaped. */
 'use strict';
 
 const POLL_MS = 1000;
 const TIMEOUT_MS = 2500;
+const STREAM_RETRY_MS = 15000; /* back from polling to the stream */
 const MAX_EVENTS = 300;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -46,13 +70,43 @@ let failing = false;
 const known = new Map();  /* node_id -> {addr, short} for every node ever seen */
 let nextShort = 1;
 let eventsAfter = 0;      /* the serving node's last event seq shown */
-let eventsNode = '';
+let servingNode = '';     /* node_id of the node that serves the page */
+let statesSeen = 0;       /* state documents the stream delivered */
+let es = null;            /* the EventSource while the stream is the feed */
+let pollTimer = null;     /* the next poll while polling is the feed */
+let streamRetry = null;
+let streamErrors = 0;     /* stream errors since it last opened */
 
 const $ = (id) => document.getElementById(id);
 
 function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) =>
     ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
+}
+
+/* JSON.parse that keeps big integers exact: sequence numbers start at
+ * (ms << 16), beyond 2^53, where a double rounds to a multiple of 16. Every
+ * integer of 16 digits or more outside a string becomes a string (copySeqs
+ * reads them as BigInts); the page uses no other number that large. */
+function parseJSON(text) {
+  let out = '', from = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') { /* skip the string, escapes included */
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      continue;
+    }
+    if ((c >= '0' && c <= '9') || c === '-') { /* a whole number token */
+      let j = i + 1;
+      while (j < text.length && /[0-9.eE+-]/.test(text[j])) j++;
+      if (/^-?\d{16,}$/.test(text.slice(i, j))) {
+        out += `${text.slice(from, i)}"${text.slice(i, j)}"`;
+        from = j;
+      }
+      i = j - 1;
+    }
+  }
+  return JSON.parse(out + text.slice(from));
 }
 
 function clock() {
@@ -183,7 +237,7 @@ function polar(r, angle) {
   return [280 + r * Math.cos(angle), 280 + r * Math.sin(angle)];
 }
 
-function drawRing(st, states) {
+function drawRing(st, states, seqs) {
   const svg = $('ring');
   while (svg.lastChild && svg.lastChild.tagName !== 'desc') svg.removeChild(svg.lastChild);
   el('circle', {cx: 280, cy: 280, r: 200, class: 'ring-base'}, svg);
@@ -216,10 +270,14 @@ function drawRing(st, states) {
       const [cx, cy] = polar(200, a + off);
       const isPrimary = rp.node === sh.primary;
       const cls = `replica ${rp.state}${isPrimary ? ' primary' : ''}`;
+      const lag = copyLag(seqs, selected, sh, rp.node);
       const label = `shard ${k} copy on ${describe(rp.node)}: ${rp.state}` +
-                    (isPrimary ? ', primary' : '');
+                    (isPrimary ? ', primary' : '') +
+                    (lag.seq !== null ? `, applied seq ${lag.seq}` : '') +
+                    (lag.lag !== null && !isPrimary ? `, lag ${lag.lag}` : '');
       const rg = el('g', {class: cls, 'data-shard': k, 'data-node-id': rp.node,
                           'data-state': rp.state, 'data-primary': isPrimary ? 'true' : 'false',
+                          'data-lag': lag.lag === null ? '' : String(lag.lag),
                           'aria-label': label}, svg);
       el('title', {}, rg, label);
       el('circle', {cx, cy, r: chipR}, rg);
@@ -334,7 +392,77 @@ function syncSelect(st) {
   sel.value = selected;
 }
 
-/* ---- health and polling ------------------------------------------------------ */
+/* ---- replication lag ------------------------------------------------------------ */
+
+/* Applied sequence numbers per copy, from whichever shape /cluster/state
+ * carries them in (see the header); Map `${coll}/${shard}/${node}` ->
+ * {seq: BigInt, term}. Explicit per-copy numbers win over this node's own. */
+function copySeqs(st) {
+  const out = new Map();
+  const big = (v) => {
+    if (v === null || v === undefined || v === '' || typeof v === 'object') return null;
+    try { return BigInt(v); } catch { return null; }
+  };
+  const put = (c, k, node, v, term) => {
+    const key = `${c}/${k}/${node}`;
+    const seq = big(v);
+    if (c === undefined || k === undefined || !node || out.has(key) || seq === null) return;
+    out.set(key, {seq, term: term === undefined ? null : String(term)});
+  };
+  const seqOf = (x) => (x && typeof x === 'object' ? x.seq ?? x.applied_seq ?? x.applied : x);
+  const take = (c, x) => {
+    if (x && typeof x === 'object')
+      put(c, x.shard ?? x.shard_id, x.node ?? x.node_id ?? x.peer, seqOf(x), x.term);
+  };
+  for (const [name, c] of Object.entries(st.collections || {})) {
+    for (const sh of c.shards || [])
+      for (const r of sh.replicas || []) put(name, sh.id, r.node, seqOf(r), r.term);
+    const s = c.seqs;
+    if (Array.isArray(s)) s.forEach((x) => take(name, x));
+    else if (s && typeof s === 'object')
+      for (const [k, per] of Object.entries(s))
+        if (per && typeof per === 'object')
+          for (const [node, v] of Object.entries(per)) put(name, k, node, seqOf(v), (v || {}).term);
+  }
+  if (Array.isArray(st.seqs)) st.seqs.forEach((x) => take(x.collection, x));
+  for (const x of (st.local || {}).seqs || []) put(x.collection, x.shard, st.node_id, x.seq, x.term);
+  return out;
+}
+
+/* {seq, lag} of the copy of shard `sh` on `node`: lag = the primary's
+ * applied seq minus the copy's, null when either is unknown or they are
+ * from different terms. */
+function copyLag(seqs, coll, sh, node) {
+  const mine = seqs.get(`${coll}/${sh.id}/${node}`);
+  const lead = seqs.get(`${coll}/${sh.id}/${sh.primary}`);
+  const seq = mine ? mine.seq : null;
+  if (!mine || !lead) return {seq, lag: null};
+  if (mine.term !== null && lead.term !== null && mine.term !== lead.term) return {seq, lag: null};
+  return {seq, lag: lead.seq > mine.seq ? lead.seq - mine.seq : 0n};
+}
+
+function drawReplication(st, seqs) {
+  const coll = (st.collections || {})[selected];
+  const rows = [];
+  let any = false;
+  for (const sh of coll && coll.placed ? coll.shards : []) {
+    for (const r of sh.replicas || []) {
+      const {seq, lag} = copyLag(seqs, selected, sh, r.node);
+      any = any || seq !== null;
+      const role = r.node === sh.primary ? 'primary' : r.state;
+      const cls = lag !== null && lag > 0n ? 'lagging' : '';
+      rows.push(`<tr data-shard="${esc(sh.id)}" data-node-id="${esc(r.node)}" ` +
+                `data-lag="${lag === null ? '' : esc(lag)}" class="${cls}">` +
+                `<td>S${esc(sh.id)}</td><td>${esc(nm(r.node))}</td><td>${esc(role)}</td>` +
+                `<td>${seq === null ? '–' : esc(seq)}</td>` +
+                `<td>${r.node === sh.primary ? '–' : lag === null ? '?' : esc(lag)}</td></tr>`);
+    }
+  }
+  $('replication').tBodies[0].innerHTML = any ? rows.join('')
+    : `<tr><td colspan="5">${coll ? 'no per-copy sequence numbers in /cluster/state' : 'none'}</td></tr>`;
+}
+
+/* ---- health and rendering ------------------------------------------------------ */
 
 function setHealth(level, text) {
   const h = $('health');
@@ -353,13 +481,136 @@ function health(st) {
   setHealth('ok', `etcd healthy · controller ${nm(st.controller)} · ${live} live node(s)`);
 }
 
+const CLUSTER_COLS = '<tr><th>name</th><th>epoch</th><th>shards</th><th>rf</th><th>cap</th>' +
+                     '<th>dead copies</th></tr>';
+
 function render(st) {
   learnNodes(st);
   const states = nodeStates(st);
+  const seqs = copySeqs(st);
   syncSelect(st);
-  drawRing(st, states);
+  if ($('colls').tHead.innerHTML !== CLUSTER_COLS) $('colls').tHead.innerHTML = CLUSTER_COLS;
+  drawRing(st, states, seqs);
   drawTables(st, states);
+  drawReplication(st, seqs);
   health(st);
+}
+
+/* A node without --cluster (or one still joining): its local collections. */
+function renderSingle(st) {
+  if (st.joining) setHealth('warn', 'joining the cluster…');
+  else setHealth('warn', 'cluster mode off: this is a single node');
+  const colls = (st.single_node || {}).collections || {};
+  const svg = $('ring');
+  while (svg.lastChild && svg.lastChild.tagName !== 'desc') svg.removeChild(svg.lastChild);
+  el('circle', {cx: 280, cy: 280, r: 200, class: 'ring-base'}, svg);
+  el('text', {x: 280, y: 280, class: 'center-label'}, svg,
+     st.joining ? 'joining the cluster…' : 'single node: no shard ring');
+  $('colls').tHead.innerHTML = '<tr><th>name</th><th>points</th></tr>';
+  $('colls').tBodies[0].innerHTML = Object.entries(colls).sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([n, c]) => `<tr><td>${esc(n)}</td><td>${esc(c.points_count)}</td></tr>`).join('') ||
+    '<tr><td colspan="2">none</td></tr>';
+  for (const id of ['nodes', 'transfers', 'replication'])
+    $(id).tBodies[0].innerHTML = '<tr><td colspan="6">–</td></tr>';
+  $('epoch').textContent = '';
+}
+
+/* A state document from either feed. */
+function onState(st, via) {
+  if (via === 'stream') document.body.dataset.states = String(++statesSeen);
+  if (st.node_id) servingNode = st.node_id;
+  if (!st.enabled) {
+    renderSingle(st);
+  } else {
+    learnNodes(st);
+    diff(prev, st);
+    render(st);
+    prev = st;
+  }
+  if (failing) logEvent('state answers again');
+  failing = false;
+  $('updated').textContent = `updated ${clock()} from ${location.host}`;
+}
+
+/* One line of the serving node's event ring ({seq, ms, text}). */
+function onNodeEvent(e) {
+  eventsAfter = Math.max(eventsAfter, e.seq);
+  const text = String(e.text).replace(/\d{6,}/g, (id) => (known.has(id) ? nm(id) : id));
+  const who = servingNode ? nm(servingNode) : 'this node';
+  logEvent(`[${who}] ${text}`, /failed|dead|gone/.test(text) ? 'bad' : '');
+}
+
+function onFailure(message) {
+  if (!failing) logEvent(`/cluster/state failed: ${message}`, 'bad');
+  failing = true;
+  setHealth('bad', `no state: ${message}`);
+}
+
+/* ---- feeds: the event stream, polling as the fallback --------------------------- */
+
+function setFeed(mode, text) {
+  const f = $('feed');
+  f.className = `feed ${mode}`;
+  f.dataset.mode = mode;
+  f.textContent = text;
+}
+
+function startStream() {
+  streamRetry = null;
+  if (typeof EventSource === 'undefined') return startPolling('this browser has no EventSource');
+  const q = new URLSearchParams();
+  if (apiKey) q.set('api-key', apiKey);
+  if (eventsAfter) q.set('last_event_id', String(eventsAfter));
+  const qs = q.toString();
+  const src = new EventSource(`/cluster/events${qs ? `?${qs}` : ''}`);
+  es = src;
+  streamErrors = 0;
+  setFeed('reconnecting', 'connecting to the stream…');
+  src.onopen = () => {
+    if (es !== src) return;
+    streamErrors = 0;
+    stopPolling();
+    setFeed('stream', 'live (stream)');
+  };
+  src.addEventListener('state', (m) => {
+    if (es === src) onState(parseJSON(m.data), 'stream');
+  });
+  src.addEventListener('event', (m) => {
+    if (es === src) onNodeEvent(JSON.parse(m.data));
+  });
+  src.addEventListener('unavailable', (m) => {
+    if (es !== src) return;
+    const u = JSON.parse(m.data);
+    onFailure(`HTTP ${u.status}: ${u.error}`);
+  });
+  src.onerror = () => {
+    if (es !== src) return;
+    /* CLOSED: refused (401, 503 at the stream limit, 404 on an old server);
+     * CONNECTING: the browser retries on its own; a second failure in a
+     * row (the node is down) hands over to polling. */
+    if (src.readyState === EventSource.CLOSED || ++streamErrors >= 2) {
+      src.close();
+      es = null;
+      if ($('feed').dataset.mode !== 'polling')
+        logEvent('event stream unavailable: polling /cluster/state instead', 'warn');
+      startPolling();
+      streamRetry = setTimeout(startStream, STREAM_RETRY_MS);
+    } else {
+      setFeed('reconnecting', 'stream reconnecting…');
+    }
+  };
+}
+
+function startPolling() {
+  if (es) es.close();
+  es = null;
+  setFeed('polling', `polling (every ${POLL_MS / 1000} s)`);
+  if (pollTimer === null) pollTimer = setTimeout(poll, 0);
+}
+
+function stopPolling() {
+  if (pollTimer !== null) clearTimeout(pollTimer);
+  pollTimer = null;
 }
 
 async function poll() {
@@ -370,35 +621,21 @@ async function poll() {
     if (res.status === 401 || res.status === 403) {
       throw new Error(`HTTP ${res.status}: enter the API key (field above, or ?key= in the URL)`);
     }
-    const body = await res.json();
+    const body = parseJSON(await res.text());
     if (!res.ok) throw new Error(`HTTP ${res.status}: ${(body.status || {}).error || ''}`);
     const st = body.result;
-    if (!st.enabled) {
-      setHealth('warn', 'cluster mode off: this node runs without --cluster');
-    } else {
+    if (pollTimer === null) return; /* the stream took over meanwhile */
+    if (st.enabled) {
       learnNodes(st);
-      if (st.node_id !== eventsNode) eventsNode = st.node_id;
-      for (const e of st.events || []) {
-        if (e.seq <= eventsAfter) continue;
-        eventsAfter = e.seq;
-        const text = e.text.replace(/\d{6,}/g, (id) => (known.has(id) ? nm(id) : id));
-        logEvent(`[${nm(st.node_id)}] ${text}`, /failed|dead|gone/.test(text) ? 'bad' : '');
-      }
-      diff(prev, st);
-      render(st);
-      prev = st;
+      servingNode = st.node_id;
+      for (const e of st.events || []) if (e.seq > eventsAfter) onNodeEvent(e);
     }
-    if (failing) logEvent('state answers again');
-    failing = false;
-    pollOk++;
-    document.body.dataset.polls = String(pollOk);
-    $('updated').textContent = `updated ${clock()} from ${location.host}`;
+    onState(st, 'poll');
+    document.body.dataset.polls = String(++pollOk);
   } catch (e) {
-    if (!failing) logEvent(`/cluster/state failed: ${e.message}`, 'bad');
-    failing = true;
-    setHealth('bad', `no state: ${e.message}`);
+    if (pollTimer !== null) onFailure(e.message);
   } finally {
-    setTimeout(poll, POLL_MS);
+    if (pollTimer !== null) pollTimer = setTimeout(poll, POLL_MS);
   }
 }
 
@@ -406,9 +643,14 @@ $('apikey').value = apiKey;
 $('keyform').addEventListener('submit', (ev) => {
   ev.preventDefault();
   apiKey = $('apikey').value;
+  /* A stream carries its key in the URL: open a new one with it. */
+  if (es) es.close();
+  es = null;
+  if (streamRetry) clearTimeout(streamRetry);
+  startStream();
 });
 $('coll').addEventListener('change', () => {
   selected = $('coll').value;
   if (prev) render(prev);
 });
-poll();
+startStream();
