@@ -65,6 +65,7 @@ typedef struct chain {
   uint32_t k;
   bool loaded;
   int mstate;
+  int fd; /* the marker file, kept open for advances; -1 when not open */
   cl_link mark;
   /* as primary of `term` */
   bool leading;
@@ -112,6 +113,11 @@ static void mark_load(srv *s, chain *c) {
   c->mark = (cl_link){m.term, m.seq};
 }
 
+static void mark_close(chain *c) {
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+}
+
 /* Persists c's marker; `sync`: atomically with fsync (a transition the copy's
  * content is about to depend on). */
 static void mark_store(srv *s, chain *c, bool sync) {
@@ -121,19 +127,24 @@ static void mark_store(srv *s, chain *c, bool sync) {
   mark_rec m = {MARK_MAGIC, (uint32_t)c->mstate, c->mark.term, c->mark.seq, 0, 0};
   m.crc = crc32c(&m, offsetof(mark_rec, crc));
   qv_err err = {0};
-  if (fileio_mkdirs(dir, &err) != QV_OK) {
+  if ((sync || c->fd < 0) && fileio_mkdirs(dir, &err) != QV_OK) {
     qv_log(QV_LOG_WARN, "cluster", "chain marker directory %s: %s", dir, err.msg);
     return;
   }
   if (sync) {
+    /* A new file is renamed over the old one: the open one is stale. */
+    mark_close(c);
     if (fileio_write_atomic(path, &m, sizeof m, &err) != QV_OK)
       qv_log(QV_LOG_WARN, "cluster", "chain marker %s: %s", path, err.msg);
     return;
   }
-  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0 || pwrite(fd, &m, sizeof m, 0) != (ssize_t)sizeof m)
+  /* Advances come with every replicated write: one pwrite on a file kept
+   * open, not open + write + close. */
+  if (c->fd < 0) c->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (c->fd < 0 || pwrite(c->fd, &m, sizeof m, 0) != (ssize_t)sizeof m) {
     qv_log(QV_LOG_WARN, "cluster", "chain marker %s: %s", path, strerror(errno));
-  if (fd >= 0) close(fd);
+    mark_close(c);
+  }
 }
 
 /* The chain record of (coll, k), loading its marker on first use (g_mu held). */
@@ -152,6 +163,7 @@ static chain *get(srv *s, const char *coll, uint32_t k) {
   memset(c, 0, sizeof *c);
   snprintf(c->coll, sizeof c->coll, "%s", coll);
   c->k = k;
+  c->fd = -1;
   mark_load(s, c);
   return c;
 }
@@ -322,6 +334,7 @@ void clg_remove(srv *s, const char *coll, uint32_t k) {
   for (size_t i = 0; i < g_n; i++)
     if (g_ch[i].k == k && !strcmp(g_ch[i].coll, coll)) {
       entries_drop(&g_ch[i]);
+      mark_close(&g_ch[i]);
       g_ch[i] = g_ch[--g_n];
       break;
     }
@@ -410,7 +423,10 @@ json_t *clg_state_json(void) {
 
 void clg_reset(void) {
   pthread_mutex_lock(&g_mu);
-  for (size_t i = 0; i < g_n; i++) entries_drop(&g_ch[i]);
+  for (size_t i = 0; i < g_n; i++) {
+    entries_drop(&g_ch[i]);
+    mark_close(&g_ch[i]);
+  }
   qv_free(g_ch);
   g_ch = NULL;
   g_n = g_cap = 0;

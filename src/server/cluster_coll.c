@@ -605,16 +605,8 @@ static void coll_info(srv_req *r, const cl_coll *c) {
     size_t n = 0;
     for (uint32_t k = 0; k < ns; k++) {
       if (got[k]) continue;
-      const cl_shard *sh = &c->shards[k];
       const char *cand[CL_RF_MAX + 1];
-      uint32_t nc = 0;
-      const cl_replica *mine = clr_my_copy(sh);
-      if (mine && mine->state == CL_INSYNC) cand[nc++] = me;
-      if (strcmp(sh->primary, me)) cand[nc++] = sh->primary;
-      for (uint32_t i = 0; i < sh->n_reps; i++)
-        if (sh->reps[i].state == CL_INSYNC && strcmp(sh->reps[i].node, me) &&
-            strcmp(sh->reps[i].node, sh->primary))
-          cand[nc++] = sh->reps[i].node;
+      uint32_t nc = clr_candidates(&c->shards[k], me, cand);
       if (attempt >= nc) continue;
       qs[n] = (iop){.op = "info", .shard = k};
       to[n] = cand[attempt];

@@ -51,6 +51,9 @@ const cl_replica *clr_my_copy(const cl_shard *sh);
  * clr_shard_read runs shard operation `op` on this node's copy (false: not
  * a read operation). */
 bool clr_read_route(srv_req *r, const cl_coll *c);
+/* The copies of shard `sh` a read asks, in order: this node's (me), the
+ * primary, the other insync ones; returns how many (<= CL_RF_MAX + 1). */
+uint32_t clr_candidates(const cl_shard *sh, const char *me, const char **cand);
 bool clr_shard_read(srv *s, const char *name, uint32_t k, const char *op, const char *body,
                     size_t len, clr_reply *out);
 

@@ -231,7 +231,7 @@ static void fan_take(fan *f, fan_round *fr, uint32_t k, unsigned status, char **
 
 /* The copies of shard `sh` to ask, in order: this node's, the primary, the
  * other insync ones. */
-static uint32_t candidates(const cl_shard *sh, const char *me, const char **cand) {
+uint32_t clr_candidates(const cl_shard *sh, const char *me, const char **cand) {
   uint32_t nc = 0;
   const cl_replica *mine = clr_my_copy(sh);
   if (mine && mine->state == CL_INSYNC) cand[nc++] = me;
@@ -268,7 +268,7 @@ static bool fan_run(srv_req *r, fan *f) {
     for (uint32_t k = 0; k < ns; k++) {
       if (fr.done[k]) continue;
       const char *cand[CL_RF_MAX + 1];
-      uint32_t nc = candidates(&c->shards[k], me, cand);
+      uint32_t nc = clr_candidates(&c->shards[k], me, cand);
       if (fr.attempt[k] >= nc) {
         fr.done[k] = f->failed[k] = true;
         continue;
@@ -479,27 +479,9 @@ out:
   fan_free(&f);
 }
 
-/* A point id from the URL, as routes_points.c reads it. */
-static bool path_id(srv_req *r, const char *text, qv_point_id *out) {
-  if (text[0] != 0 && strspn(text, "0123456789") == strlen(text)) {
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (*end == 0 && errno == 0) {
-      *out = qv_id_num(v);
-      return true;
-    }
-  } else if (qv_id_parse_uuid(text, out, NULL) == QV_OK) {
-    return true;
-  }
-  return srv_fail(r, 400, "Wrong input: Unable to parse point id \"%.80s\": expected an "
-                          "unsigned integer or a UUID",
-                  text);
-}
-
 static void point_get(srv_req *r, const cl_coll *c) {
   qv_point_id id;
-  if (!path_id(r, r->args[1], &id)) return;
+  if (!srv_path_id(r, r->args[1], &id)) return;
   uint32_t k = ring_shard_of(&id, c->shard_number);
   fan f;
   json_t *q = json_pack("{s:[o], s:b, s:b}", "ids", srv_id_json(&id), "with_payload", 1,

@@ -545,7 +545,7 @@ out:
 }
 
 /* A point id from the URL: decimal digits or a UUID. */
-static bool path_id(srv_req *r, const char *text, qv_point_id *out) {
+bool srv_path_id(srv_req *r, const char *text, qv_point_id *out) {
   if (text[0] != 0 && strspn(text, "0123456789") == strlen(text)) {
     errno = 0;
     char *end;
@@ -566,7 +566,7 @@ void h_point_get(srv_req *r) {
   srv_coll sc = {0};
   qv_point_id id;
   if (!srv_coll_open(r, &sc)) return;
-  if (!path_id(r, r->args[1], &id)) {
+  if (!srv_path_id(r, r->args[1], &id)) {
     srv_coll_close(&sc);
     return;
   }

@@ -239,6 +239,8 @@ json_t *srv_field_arr(srv_req *r, const json_t *obj, const char *key, bool *ok);
 
 /* Point ids: an unsigned integer (up to 2^64-1) or a UUID string. */
 bool srv_id_parse(srv_req *r, const json_t *v, const char *what, qv_point_id *out);
+/* A point id from a URL path segment (digits or a UUID); false: answered 400. */
+bool srv_path_id(srv_req *r, const char *text, qv_point_id *out);
 /* An array of ids, qv_malloc'd into *out (n may be 0). */
 bool srv_ids_parse(srv_req *r, const json_t *arr, const char *what,
                    qv_point_id **out, size_t *n);

@@ -254,6 +254,14 @@ class Workload:
         self.threads = [threading.Thread(target=self._writer, daemon=True),
                         threading.Thread(target=self._searcher, daemon=True)]
 
+    def sibling(self, seed):
+        """A new workload on the same collection that records into this one's
+        history, with ids of its own (seed picks both its choices and its ids)."""
+        w = Workload(self.c, self.coll, seed=seed, write_timeout=self.write_timeout)
+        w.hist = self.hist
+        w.next_id = self.next_id + 100_000 * seed
+        return w
+
     def start(self):
         for t in self.threads:
             t.start()

@@ -77,10 +77,7 @@ class Failures(unittest.TestCase):
         assert not cls.c.bad_logs, cls.c.bad_logs
 
     def run_load(self, seed):
-        w = L.Workload(self.c, "docs", seed=seed)
-        w.hist = self.w.hist
-        w.next_id = self.w.next_id + 100_000 * seed
-        return w.start()
+        return self.w.sibling(seed).start()
 
     def resume_after(self, w, t_kill):
         """Time from t_kill until a write touching every shard is acked."""

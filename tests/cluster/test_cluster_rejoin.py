@@ -113,19 +113,13 @@ class Rejoin(unittest.TestCase):
         cls.c.stop()
         assert not cls.c.bad_logs, cls.c.bad_logs
 
-    def load(self, seed):
-        w = L.Workload(self.c, "docs", seed=seed)
-        w.hist = self.w.hist
-        w.next_id = self.w.next_id + 100_000 * seed
-        return w
-
     def outage(self, victim, writes, pause=False):
         """Takes victim down (kill -9, or SIGSTOP past its lease), acknowledges
         `writes` writes meanwhile, brings it back; returns the events logged
         from the outage to the settled map, and how many copies it held."""
         c = self.c
         held = held_by(c, victim.node_id)
-        w = self.load(len(self.after) + writes)
+        w = self.w.sibling(len(self.after) + writes)
         if pause:
             c.sigstop(victim)
         else:
