@@ -22,7 +22,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build-cl}
 export QV_CLI=${QV_CLI:-$BUILD/quiver}
 [ -x "$QV_CLI" ] || { echo "run_cluster.sh: no quiver at $QV_CLI (build Release first)" >&2; exit 1; }
-command -v etcd >/dev/null || { echo "run_cluster.sh: etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
+. "$ROOT/scripts/deps.sh"
+ensure_packages python3 etcd-server etcd-client curl   # the throwaway etcd of clusterlib.py
 mkdir -p "$ROOT/bench/out"
 export NODES=${NODES:-1 2 3} POINTS=${POINTS:-20000} DIM=${DIM:-64} CLIENTS=${CLIENTS:-4}
 export SEARCHES=${SEARCHES:-4000}

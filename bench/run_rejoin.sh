@@ -21,7 +21,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build-cl}
 export QV_CLI=${QV_CLI:-$BUILD/quiver}
 [ -x "$QV_CLI" ] || { echo "run_rejoin.sh: no quiver at $QV_CLI (build Release first)" >&2; exit 1; }
-command -v etcd >/dev/null || { echo "run_rejoin.sh: etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
+. "$ROOT/scripts/deps.sh"
+ensure_packages python3 etcd-server etcd-client curl   # the throwaway etcd of clusterlib.py
 DATA=${QV_SHARED_DATA:-$ROOT/../shared/data}/siftsmall/siftsmall_base.fvecs
 [ -f "$DATA" ] || { echo "run_rejoin.sh: $DATA is missing" >&2; exit 1; }
 mkdir -p "$ROOT/bench/out"
